@@ -1,0 +1,86 @@
+# oeuvre: the headline commands. Every target that needs the venv builds it first.
+#   make demo                          whole pipeline on the embedded default, offline
+#   make test                          the test suite (what CI runs)
+#   make train ARTIST=vangogh ARGS="train.max_train_steps=2000"
+
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+ARTIST ?= demo
+ARGS ?=
+IN ?= photos/
+OUT_DIR := runs/$(ARTIST)
+CONFIG := configs/$(ARTIST).yaml
+ARTISTS = $(sort $(basename $(notdir $(filter-out configs/base.yaml,$(wildcard configs/*.yaml)))))
+
+# torch: where no CUDA GPU answers, pin the CPU build so a fresh machine never pulls
+# several GB of CUDA wheels; with CUDA, let pip take its default (CUDA) build.
+# Override either, e.g. make install TORCH="torch==2.13.0" TORCH_INDEX=https://download.pytorch.org/whl/cu128
+HAS_CUDA := $(shell nvidia-smi -L >/dev/null 2>&1 && echo yes)
+ifeq ($(HAS_CUDA),yes)
+TORCH ?= torch
+TORCH_INDEX ?=
+else
+TORCH ?= torch==2.13.0
+TORCH_INDEX ?= https://download.pytorch.org/whl/cpu
+endif
+
+# Tests and the demo never reach for the hub: an uncached id fails at once, not after minutes of retries.
+OFFLINE := HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false
+
+.PHONY: help install test lint format demo data train restyle eval bench clean check-artist
+
+help:
+	@sed -n '1,5p' Makefile | sed 's/^# \{0,1\}//'
+	@echo "targets: install test lint demo data train restyle eval bench clean"
+	@echo "artists with a config: $(ARTISTS)"
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	@# The index is an extra source, so an unreachable one only costs a retry; a local wheel still wins.
+	$(PY) -m pip install --quiet --retries 1 --no-deps "$(TORCH)" $(if $(TORCH_INDEX),--extra-index-url $(TORCH_INDEX))
+	$(PY) -m pip install --quiet -e ".[dev]"
+	@$(PY) -c "import torch; print('torch', torch.__version__, '| cuda:', torch.cuda.is_available())"
+	@touch $@
+
+test: install
+	$(OFFLINE) $(PY) -m pytest $(PYTEST_ARGS)
+
+lint: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+format: install
+	$(VENV)/bin/ruff format .
+	$(VENV)/bin/ruff check --fix .
+
+check-artist:
+	@if [ ! -f "$(CONFIG)" ]; then \
+		echo "error: no config for ARTIST=$(ARTIST) ($(CONFIG) does not exist); artists with a config: $(ARTISTS)" >&2; \
+		exit 2; fi
+
+demo: install
+	$(OFFLINE) $(PY) -m oeuvre.demo
+
+data: install check-artist
+	$(PY) -m data $(CONFIG) $(ARGS)
+
+train: install check-artist
+	$(VENV)/bin/accelerate launch -m train $(CONFIG) $(ARGS)
+
+restyle: install check-artist
+	$(PY) -m infer restyle $(IN) --lora $(OUT_DIR) --out $(OUT_DIR)/restyled $(ARGS)
+
+eval: install check-artist
+	$(PY) -m infer evaluate $(OUT_DIR) $(ARGS)
+
+bench: install
+	$(OFFLINE) $(PY) -m oeuvre.bench
+
+clean:
+	rm -rf runs/demo .pytest_cache .ruff_cache build *.egg-info
+	find . -name __pycache__ -type d -prune -not -path './$(VENV)/*' -exec rm -rf {} +

@@ -1,0 +1,151 @@
+"""Every knob of an oeuvre run, as frozen typed dataclasses: one section per package plus shared keys.
+
+Values live in configs/base.yaml (every default, once); these classes only say what each key is and
+which values are allowed. Constraints sit in field metadata so the loader can name them in errors.
+Only list items (data sources) carry defaults here, since a YAML file cannot hold defaults for them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+
+def rule(**constraints: Any) -> Any:
+    """A field with range rules the loader checks: gt, ge, lt, le, multiple_of, nonempty, pattern."""
+    return field(metadata=constraints)
+
+
+# -- data sources: a list in data.sources, each item one of these shapes -------------------------
+
+
+@dataclass(frozen=True)
+class FolderSource:
+    """Images under a local folder, recursively; a sidecar .txt next to an image is its caption."""
+
+    folder: str = rule(nonempty=True)
+
+
+@dataclass(frozen=True)
+class HubSource:
+    """A Hugging Face dataset through `datasets.load_dataset`, filtered by column values."""
+
+    hf: str = rule(nonempty=True)
+    split: str = "train"
+    config_name: str | None = None
+    image_column: str = "image"
+    # Column -> wanted value(s); ClassLabel columns are matched by label name (e.g. artist: vincent-van-gogh).
+    filter: dict[str, str | int | list[str | int]] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class UrlListSource:
+    """A text file with one image URL a line."""
+
+    urls: str = rule(nonempty=True)
+
+
+Source = FolderSource | HubSource | UrlListSource
+
+
+# -- sections ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """`python -m data`: gather, curate, caption and split the artist's works."""
+
+    sources: tuple[Source, ...]
+    caption_template: str = rule(nonempty=True, contains="{token}")
+    min_side_px: int = rule(gt=0)
+    max_aspect_ratio: float = rule(ge=1.0)
+    max_image_pixels: int = rule(gt=0)
+    near_duplicate_max_distance: int = rule(ge=0, le=64)
+    holdout_fraction: float = rule(ge=0.0, lt=1.0)
+    auto_caption: bool
+    auto_caption_model: str = rule(nonempty=True)
+    download_timeout_s: float = rule(gt=0)
+    download_retries: int = rule(ge=0)
+    download_max_bytes: int = rule(gt=0)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """`accelerate launch -m train`: DreamBooth/LoRA with pivotal tuning for SD 1.5 and SDXL."""
+
+    resolution_px: int = rule(gt=0, multiple_of=8)
+    train_batch_size: int = rule(gt=0)
+    gradient_accumulation_steps: int = rule(gt=0)
+    max_train_steps: int = rule(gt=0)
+    lr: float = rule(gt=0)
+    text_encoder_lr: float = rule(gt=0)
+    embedding_lr: float = rule(gt=0)
+    lr_scheduler: Literal[
+        "constant", "constant_with_warmup", "linear", "cosine", "cosine_with_restarts", "polynomial"
+    ]
+    lr_warmup_steps: int = rule(ge=0)
+    adam_weight_decay: float = rule(ge=0)
+    max_grad_norm: float = rule(gt=0)
+    use_8bit_adam: bool
+    lora_rank: int = rule(gt=0)
+    lora_alpha: float = rule(gt=0)
+    lora_dropout: float = rule(ge=0, lt=1)
+    lora_target_modules: tuple[str, ...] = rule(nonempty=True)
+    use_dora: bool
+    train_text_encoder: bool
+    pivotal_tuning: bool
+    num_new_tokens: int = rule(gt=0)
+    initializer_token: str = rule(nonempty=True)
+    with_prior_preservation: bool
+    class_prompt: str = rule(nonempty=True)
+    class_data_dir: str | None
+    num_class_images: int = rule(ge=0)
+    prior_loss_weight: float = rule(ge=0)
+    center_crop: bool
+    random_flip: bool
+    caption_dropout: float = rule(ge=0, le=1)
+    cache_latents: bool
+    cache_text_embeddings: bool
+    snr_gamma: float | None = rule(gt=0)
+    noise_offset: float = rule(ge=0)
+    timestep_bias: Literal["none", "earlier", "later", "range"]
+    timestep_bias_multiplier: float = rule(gt=0)
+    timestep_bias_range: tuple[int, ...] = rule(length=2, ge=0, le=1000)
+    mixed_precision: Literal["no", "fp16", "bf16"]
+    gradient_checkpointing: bool
+    validation_every: int = rule(gt=0)
+    validation_prompts: tuple[str, ...]
+    checkpoint_every: int = rule(gt=0)
+    checkpoints_keep: int = rule(gt=0)
+    resume: str = rule(nonempty=True)
+
+
+@dataclass(frozen=True)
+class InferConfig:
+    """`python -m infer restyle`: img2img with the artist LoRA."""
+
+    prompt: str | None
+    negative_prompt: str
+    strength: float = rule(gt=0, le=1)
+    lora_scale: float
+    steps: int = rule(gt=0)
+    guidance: float = rule(ge=0)
+    size_px: int = rule(gt=0, multiple_of=8)
+    num_images: int = rule(gt=0)
+    batch_size: int = rule(gt=0)
+    device: Literal["auto", "cuda", "mps", "cpu"]
+    dtype: Literal["auto", "fp32", "fp16", "bf16"]
+
+
+@dataclass(frozen=True)
+class Config:
+    """A whole run: shared keys, then one section per package (each package reads only its own)."""
+
+    artist: str = rule(pattern=r"[a-z0-9][a-z0-9_-]*")
+    trigger_token: str = rule(pattern=r"\S+")
+    base_model: str = rule(nonempty=True)
+    output_dir: str = rule(nonempty=True)
+    seed: int = rule(ge=0)
+    data: DataConfig
+    train: TrainConfig
+    infer: InferConfig
