@@ -11,10 +11,9 @@ import json
 from pathlib import Path
 from typing import Literal
 
+from infer.tiny_vocab import WORDS
 from oeuvre.atomic import atomic_directory
 from oeuvre.errors import OeuvreError
-
-from infer.tiny_vocab import WORDS
 
 Arch = Literal["sd15", "sdxl"]
 Size = Literal["tiny", "full"]

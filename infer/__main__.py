@@ -1,0 +1,67 @@
+"""`python -m infer COMMAND`: restyle photos with an artist LoRA, and the tools around it.
+
+Commands:
+  tiny-base OUT --arch sd15|sdxl [--size tiny|full] [--seed 0]   a random-weight base pipeline, built offline
+  arch BASE                                                      print sd15 or sdxl for a base model
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from collections.abc import Sequence
+
+from oeuvre.cli import add_debug_argument, run_main
+from oeuvre.errors import NotBuiltYet
+
+NOT_BUILT = {
+    "restyle": "restyling is not built yet (issue 'Restyle: img2img from the command line ...')",
+    "evaluate": "evaluation is not built yet (issue 'Evaluation ...')",
+}
+
+
+def main(argv: Sequence[str]) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m infer", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    tiny = commands.add_parser("tiny-base", help="write a randomly initialised SD 1.5 / SDXL pipeline folder")
+    tiny.add_argument("out", help="folder to write (must not exist unless --overwrite)")
+    tiny.add_argument("--arch", choices=["sd15", "sdxl"], default="sd15")
+    tiny.add_argument(
+        "--size",
+        choices=["tiny", "full"],
+        default="tiny",
+        help="tiny for tests; full = the real architecture",
+    )
+    tiny.add_argument("--seed", type=int, default=0, help="same seed, same weights")
+    tiny.add_argument("--overwrite", action="store_true")
+    add_debug_argument(tiny)
+
+    arch = commands.add_parser("arch", help="print sd15 or sdxl for a base model (hub id or folder)")
+    arch.add_argument("base_model")
+    add_debug_argument(arch)
+
+    for name, message in NOT_BUILT.items():
+        stub = commands.add_parser(name, help=f"(not built yet) {message}")
+        stub.add_argument("rest", nargs=argparse.REMAINDER)
+
+    args = parser.parse_args(argv)
+    if args.command == "tiny-base":
+        from infer.tiny_base import write_tiny_base
+
+        start = time.perf_counter()
+        out = write_tiny_base(args.out, args.arch, args.size, args.seed, args.overwrite)
+        print(f"wrote {args.size} {args.arch} base to {out} in {time.perf_counter() - start:.2f} s")
+        return 0
+    if args.command == "arch":
+        from infer.base_model import detect_arch
+
+        print(detect_arch(args.base_model))
+        return 0
+    raise NotBuiltYet(NOT_BUILT[args.command])
+
+
+if __name__ == "__main__":
+    run_main(main)

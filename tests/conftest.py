@@ -1,0 +1,42 @@
+"""Shared fixtures: tiny bases built once per session, offline."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session")
+def tiny_bases(tmp_path_factory) -> dict[str, Path]:
+    """Tiny random SD 1.5- and SDXL-shaped pipeline folders, built here, never downloaded."""
+    from infer.tiny_base import write_tiny_base
+
+    root = tmp_path_factory.mktemp("bases")
+    return {arch: write_tiny_base(root / arch, arch, "tiny", seed=0) for arch in ("sd15", "sdxl")}
+
+
+@pytest.fixture
+def run_cli():
+    """Run `python -m <module> args...` from the repo root as a user would; returns the CompletedProcess."""
+
+    def run(module: str, *args: str, cwd: Path = REPO) -> subprocess.CompletedProcess:
+        env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(REPO)}
+        return subprocess.run(
+            [sys.executable, "-m", module, *map(str, args)],
+            cwd=cwd,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+
+    return run
