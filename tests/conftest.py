@@ -40,3 +40,14 @@ def run_cli():
         )
 
     return run
+
+
+@pytest.fixture(scope="session")
+def tiny_loras(tiny_bases, tmp_path_factory) -> dict[str, Path]:
+    """Random LoRAs (alpha != rank, non-zero lora_B) for each tiny base, saved with save_lora_file."""
+    from lora_helpers import make_random_lora
+
+    root = tmp_path_factory.mktemp("loras")
+    return {
+        arch: make_random_lora(base, arch, root / f"{arch}.safetensors") for arch, base in tiny_bases.items()
+    }
