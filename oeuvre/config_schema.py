@@ -67,6 +67,7 @@ class DataConfig:
     download_timeout_s: float = rule(gt=0)
     download_retries: int = rule(ge=0)
     download_max_bytes: int = rule(gt=0)
+    license: str = rule(nonempty=True)
 
 
 @dataclass(frozen=True)
