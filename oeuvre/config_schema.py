@@ -100,6 +100,7 @@ class TrainConfig:
     with_prior_preservation: bool
     class_prompt: str = rule(nonempty=True)
     class_data_dir: str | None
+    generate_class_images: bool
     num_class_images: int = rule(ge=0)
     prior_loss_weight: float = rule(ge=0)
     center_crop: bool

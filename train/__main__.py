@@ -1,4 +1,7 @@
-"""`accelerate launch -m train CONFIG [key=value ...] [--dry-run]`: learn the artist's style as a LoRA."""
+"""`accelerate launch -m train CONFIG [key=value ...] [--dry-run]`: learn the artist's style as a LoRA.
+
+Plain `python -m train ...` works too (one process). Resumes from the latest checkpoint unless
+train.resume=none."""
 
 from __future__ import annotations
 
@@ -6,7 +9,6 @@ import argparse
 from collections.abc import Sequence
 
 from oeuvre.cli import add_config_arguments, resolve_config, run_main
-from oeuvre.errors import NotBuiltYet
 
 
 def main(argv: Sequence[str]) -> int:
@@ -16,10 +18,10 @@ def main(argv: Sequence[str]) -> int:
     config = resolve_config(args)
     if config is None:
         return 0
-    raise NotBuiltYet(
-        f"training is not built yet (issue 'Train: DreamBooth/LoRA ...'); the resolved config for "
-        f"artist '{config.artist}' is in {config.output_dir}/config.yaml"
-    )
+    from train.recipe import run
+
+    print(f"LoRA: {run(config)}")
+    return 0
 
 
 if __name__ == "__main__":

@@ -1,0 +1,352 @@
+"""Training on the tiny bases: the step learns, caches are exact, resume is bit-exact, files load."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+
+import pytest
+import torch
+from conftest import REPO
+from safetensors.torch import load_file
+from train_helpers import train_config, write_dataset
+
+from oeuvre.paths import RunPaths
+from train import checkpoints, recipe
+from train.buckets import epoch_batches, make_buckets, nearest_bucket
+from train.cache import LatentCache
+from train.images import ArtistImages
+from train.loss import timestep_weights
+from train.models import add_lora_adapters, load_components, trainable_parameters
+from train.recipe import Step, make_batch, make_optimizer, prompt_encoder, step_generator, training_step
+
+TOKEN = "<demo-artist>"
+
+
+@pytest.fixture(autouse=True)
+def fresh_accelerate_state():
+    """Accelerate keeps one state per process; each in-process run starts from none."""
+    from accelerate.state import AcceleratorState, GradientState, PartialState
+
+    yield
+    AcceleratorState._reset_state(True)
+    PartialState._reset_state()
+    GradientState._reset_state()
+
+
+@pytest.fixture
+def run_dir(tmp_path):
+    write_dataset(tmp_path / "dataset", TOKEN)
+    return tmp_path
+
+
+def lora_tensors(run_dir) -> dict[str, torch.Tensor]:
+    return load_file(RunPaths(run_dir).lora / "demo.safetensors")
+
+
+def setup_step(config):
+    parts = load_components(config.base_model)
+    add_lora_adapters(parts, config.train)
+    buckets = make_buckets(config.train.resolution_px)
+    images = ArtistImages.from_split(RunPaths(config.output_dir).dataset, "train", buckets, "")
+    weights = timestep_weights(config.train, parts.noise_scheduler.config.num_train_timesteps)
+    step = Step(
+        parts,
+        config.train,
+        prompt_encoder(parts, torch.device("cpu")),
+        weights,
+        torch.device("cpu"),
+        torch.float32,
+    )
+    return parts, images, step
+
+
+# -- buckets ---------------------------------------------------------------------------------------
+
+
+def test_buckets_are_multiples_of_64_within_the_area():
+    buckets = make_buckets(512)
+    assert (512, 512) in buckets and (768, 320) in buckets and (320, 768) in buckets
+    assert all(w % 64 == 0 and h % 64 == 0 and w * h <= 512 * 512 for w, h in buckets)
+    assert nearest_bucket(1600, 1000, buckets)[0] > nearest_bucket(1600, 1000, buckets)[1]
+    assert nearest_bucket(1000, 1000, buckets) == (512, 512)
+    assert make_buckets(64) == [(64, 64)]
+
+
+def test_batches_come_from_one_bucket_and_repeat_per_seed_and_epoch():
+    bucket_of = [(64, 64), (128, 64), (64, 64), (128, 64), (64, 128), (64, 64)]
+    batches = epoch_batches(bucket_of, 2, seed=0, epoch=0)
+    assert sorted(i for b in batches for i in b) == list(range(6))
+    assert all(len({bucket_of[i] for i in b}) == 1 for b in batches)
+    assert batches == epoch_batches(bucket_of, 2, seed=0, epoch=0)
+    assert any(epoch_batches(bucket_of, 2, seed=0, epoch=e) != batches for e in range(1, 5))
+
+
+# -- the step --------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("arch", ["sd15", "sdxl"])
+def test_a_few_steps_lower_the_loss_on_a_fixed_batch(tiny_bases, run_dir, arch):
+    config = train_config(run_dir, tiny_bases[arch], "train.lr=2e-2", "train.snr_gamma=null")
+    parts, images, step = setup_step(config)
+    optimizer = make_optimizer(config.train, parts, [], [])
+    batch = make_batch([0], images, None, config.train, None, torch.Generator().manual_seed(0))
+    losses = []
+    for _ in range(20):
+        loss = training_step(batch, step, torch.Generator().manual_seed(1))  # same noise, same timesteps
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+        losses.append(loss.item())
+    assert losses[-1] < 0.9 * losses[0]
+    assert all(p.requires_grad == ("lora_" in n) for n, p in parts.unet.named_parameters())
+
+
+def test_cached_and_uncached_latents_give_the_same_loss(tiny_bases, run_dir):
+    config = train_config(run_dir, tiny_bases["sd15"])
+    parts, images, step = setup_step(config)
+    cache = LatentCache(run_dir / "cache", parts.vae)
+    recipe.fill_latent_cache(
+        cache,
+        [images],
+        parts.vae,
+        type(
+            "A",
+            (),
+            {
+                "process_index": 0,
+                "num_processes": 1,
+                "device": torch.device("cpu"),
+                "is_local_main_process": False,
+                "wait_for_everyone": lambda self: None,
+            },
+        )(),
+    )
+    cached = make_batch([1, 2], images, None, config.train, cache, step_generator(0, 5, 0))
+    fresh = make_batch([1, 2], images, None, config.train, None, step_generator(0, 5, 0))
+    assert cached.latent_dists is not None and fresh.latent_dists is None
+    with torch.no_grad():
+        a = training_step(cached, step, step_generator(0, 5, 0))
+        b = training_step(fresh, step, step_generator(0, 5, 0))
+    assert torch.allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
+# -- whole runs ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("arch", ["sd15", "sdxl"])
+def test_saved_lora_and_token_load_in_diffusers_and_change_the_image(tiny_bases, run_dir, arch):
+    from diffusers import StableDiffusionImg2ImgPipeline, StableDiffusionXLImg2ImgPipeline
+    from PIL import Image
+
+    config = train_config(run_dir, tiny_bases[arch], "train.lr=5e-2", "train.embedding_lr=5e-1")
+    lora_file = recipe.run(config)
+    emb_file = lora_file.with_name("demo_emb.safetensors")
+    assert lora_file.is_file() and emb_file.is_file()
+    assert (RunPaths(run_dir).samples / "step-000004.png").is_file()  # final samples
+    assert list(RunPaths(run_dir).logs.rglob("events.out.tfevents*"))
+
+    cls = StableDiffusionXLImg2ImgPipeline if arch == "sdxl" else StableDiffusionImg2ImgPipeline
+    pipe = cls.from_pretrained(tiny_bases[arch])
+    emb = load_file(emb_file)
+    if arch == "sdxl":
+        pipe.load_textual_inversion(
+            emb["clip_l"], token=TOKEN, text_encoder=pipe.text_encoder, tokenizer=pipe.tokenizer
+        )
+        pipe.load_textual_inversion(
+            emb["clip_g"], token=TOKEN, text_encoder=pipe.text_encoder_2, tokenizer=pipe.tokenizer_2
+        )
+    else:
+        pipe.load_textual_inversion(str(emb_file), token=TOKEN)
+    ids = pipe.tokenizer.convert_tokens_to_ids([TOKEN, f"{TOKEN}_1"])
+    rows = pipe.text_encoder.get_input_embeddings().weight[ids]
+    assert torch.allclose(
+        rows, emb["clip_l" if arch == "sdxl" else "emb_params"]
+    )  # the trained token, reloaded
+
+    def restyle():
+        image = Image.new("RGB", (64, 64), (120, 140, 90))
+        out = pipe(
+            f"a painting in the style of {TOKEN}",
+            image=image,
+            strength=0.8,
+            num_inference_steps=3,
+            generator=torch.Generator().manual_seed(0),
+            output_type="pt",
+        )
+        return out.images
+
+    before = restyle()
+    pipe.load_lora_weights(str(lora_file))
+    after = restyle()
+    assert (after - before).abs().mean() > 1e-3
+
+
+def test_resume_after_a_crash_ends_bit_exact(tiny_bases, tmp_path, monkeypatch):
+    settings = [
+        "train.max_train_steps=6",
+        "train.checkpoint_every=3",
+        "train.lr=1e-2",
+        "train.train_batch_size=2",
+    ]
+    whole_dir, crash_dir = tmp_path / "whole", tmp_path / "crash"
+    for d in (whole_dir, crash_dir):
+        write_dataset(d / "dataset", TOKEN)
+    recipe.run(train_config(whole_dir, tiny_bases["sd15"], *settings))
+
+    real_step, calls = recipe.training_step, []
+
+    def crash_on_fifth(*args):
+        calls.append(1)
+        if len(calls) == 5:
+            raise KeyboardInterrupt("killed")
+        return real_step(*args)
+
+    monkeypatch.setattr(recipe, "training_step", crash_on_fifth)
+    with pytest.raises(KeyboardInterrupt):
+        recipe.run(train_config(crash_dir, tiny_bases["sd15"], *settings))
+    assert [p.name for p in checkpoints.complete_checkpoints(RunPaths(crash_dir).checkpoints)] == ["step-3"]
+    monkeypatch.setattr(recipe, "training_step", real_step)
+    TestState.reset()
+    recipe.run(train_config(crash_dir, tiny_bases["sd15"], *settings))
+
+    whole, resumed = lora_tensors(whole_dir), lora_tensors(crash_dir)
+    assert whole.keys() == resumed.keys()
+    assert all(torch.equal(whole[k], resumed[k]) for k in whole)
+    assert all(
+        torch.equal(a, b)
+        for a, b in zip(
+            load_file(whole_dir / "lora/demo_emb.safetensors").values(),
+            load_file(crash_dir / "lora/demo_emb.safetensors").values(),
+            strict=True,
+        )
+    )
+
+
+def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tiny_bases, run_dir):
+    config = train_config(
+        run_dir,
+        tiny_bases["sd15"],
+        "train.max_train_steps=8",
+        "train.checkpoint_every=1",
+        "train.lr=1e30",
+        "train.snr_gamma=null",
+        "train.max_grad_norm=1e30",
+    )
+    with pytest.raises(recipe.TrainingDiverged, match="non-finite"):
+        recipe.run(config)
+    saved = checkpoints.complete_checkpoints(RunPaths(run_dir).checkpoints)
+    assert saved, "at least the first good step was checkpointed"
+    for path in saved:
+        state = load_file(path / checkpoints.TRAINABLE_FILE)
+        assert all(torch.isfinite(t).all() for t in state.values())
+    assert not (RunPaths(run_dir).lora / "demo.safetensors").exists()
+
+
+def test_prior_preservation_generates_class_images_and_trains(tiny_bases, run_dir):
+    config = train_config(
+        run_dir,
+        tiny_bases["sd15"],
+        "train.with_prior_preservation=true",
+        "train.num_class_images=2",
+        "train.max_train_steps=2",
+    )
+    recipe.run(config)
+    assert len(list((run_dir / "class_images").glob("*.png"))) == 2
+    assert (RunPaths(run_dir).lora / "demo.safetensors").is_file()
+
+
+class TestState:
+    @staticmethod
+    def reset():
+        from accelerate.state import AcceleratorState, GradientState, PartialState
+
+        AcceleratorState._reset_state(True)
+        PartialState._reset_state()
+        GradientState._reset_state()
+
+
+# -- bad input: clear errors before any model loads -------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("setup", "overrides", "must_name"),
+    [
+        ("none", [], "dataset/train/metadata.jsonl"),
+        ("no-holdout", [], "holdout"),
+        ("ok", ["train.lora_rank=0"], "train.lora_rank"),
+        ("ok", ["train.lr=-1"], "train.lr"),
+        ("ok", ["train.resolution_px=100"], "multiple of 8"),
+        (
+            "ok",
+            [
+                "train.with_prior_preservation=true",
+                "train.generate_class_images=false",
+                "train.class_data_dir=CLASS",
+            ],
+            "train.class_data_dir",
+        ),
+        ("ok", ["base_model=FLUX"], "neither SD 1.5 nor SDXL"),
+    ],
+)
+def test_bad_input_fails_before_any_model_loads(run_cli, tiny_bases, tmp_path, setup, overrides, must_name):
+    out = tmp_path / "run"
+    if setup != "none":
+        write_dataset(out / "dataset", TOKEN, n_holdout=0 if setup == "no-holdout" else 1)
+        if setup == "no-holdout":
+            (out / "dataset/holdout/metadata.jsonl").write_text("")
+    (tmp_path / "CLASS").mkdir()
+    flux = tmp_path / "FLUX"
+    flux.mkdir()
+    (flux / "model_index.json").write_text('{"_class_name": "FluxPipeline"}')
+    overrides = [o.replace("CLASS", str(tmp_path / "CLASS")).replace("FLUX", str(flux)) for o in overrides]
+    result = run_cli(
+        "train", "configs/demo.yaml", f"output_dir={out}", f"base_model={tiny_bases['sd15']}", *overrides
+    )
+    assert result.returncode == 2, result.stderr
+    assert must_name in result.stderr and "Traceback" not in result.stderr
+    assert "Loading pipeline components" not in result.stderr
+
+
+# -- scale out --------------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_two_process_run_on_cpu(tiny_bases, run_dir):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    command = [
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
+        "--num_processes",
+        "2",
+        "--cpu",
+        "--main_process_port",
+        str(port),
+        "-m",
+        "train",
+        "configs/demo.yaml",
+        f"output_dir={run_dir}",
+        f"base_model={tiny_bases['sd15']}",
+        "train.max_train_steps=3",
+        "train.checkpoint_every=2",
+        "train.validation_every=100",
+        "infer.steps=2",
+    ]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    result = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert (RunPaths(run_dir).lora / "demo.safetensors").is_file()
+    assert [p.name for p in checkpoints.complete_checkpoints(RunPaths(run_dir).checkpoints)] == ["step-2"]
+
+
+def test_trainable_parameters_are_only_lora(tiny_bases, run_dir):
+    config = train_config(run_dir, tiny_bases["sd15"])
+    parts, _, _ = setup_step(config)
+    names = {n for n, p in parts.unet.named_parameters() if p.requires_grad}
+    assert names and all("lora_" in n for n in names)
+    assert len(trainable_parameters(parts.unet)) == len(names)

@@ -1,0 +1,67 @@
+"""A tiny curated dataset in the layout `python -m data` writes, and short training configs."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from oeuvre.config import PROJECT_CONFIGS, load_config
+
+
+def painted(seed: int, size: tuple[int, int]) -> Image.Image:
+    """Warm diagonal strokes on a dark ground: one consistent 'style' with varied layouts."""
+    rng = np.random.default_rng(seed)
+    width, height = size
+    y, x = np.mgrid[0:height, 0:width]
+    phase = rng.uniform(0, 6.28)
+    stripes = np.sin((x + y) / 3.0 + phase) * 0.5 + 0.5
+    base = np.stack([0.2 + 0.7 * stripes, 0.3 * stripes, 0.1 + 0.1 * rng.random((height, width))], axis=-1)
+    return Image.fromarray((base * 255).clip(0, 255).astype(np.uint8))
+
+
+def write_dataset(root: Path, token: str, n_train: int = 4, n_holdout: int = 1) -> Path:
+    sizes = [(64, 64), (96, 64), (64, 96)]
+    for split, count, offset in (("train", n_train, 0), ("holdout", n_holdout, 100)):
+        folder = root / split
+        folder.mkdir(parents=True, exist_ok=True)
+        rows = []
+        for i in range(count):
+            image = painted(offset + i, sizes[i % len(sizes)])
+            buffer = io.BytesIO()
+            image.save(buffer, format="PNG")
+            name = f"{split}-{i:03d}.png"
+            (folder / name).write_bytes(buffer.getvalue())
+            rows.append(
+                {
+                    "file_name": name,
+                    "text": f"a painting in the style of {token}",
+                    "source": f"test:{i}",
+                    "sha256": hashlib.sha256(buffer.getvalue()).hexdigest(),
+                    "width": image.width,
+                    "height": image.height,
+                }
+            )
+        (folder / "metadata.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return root
+
+
+def train_config(out: Path, base: Path, *overrides: str):
+    """The demo config, shrunk to a few steps, on `base`, writing to `out`."""
+    return load_config(
+        PROJECT_CONFIGS / "demo.yaml",
+        [
+            f"output_dir={out}",
+            f"base_model={base}",
+            "train.max_train_steps=4",
+            "train.validation_every=100",
+            "train.checkpoint_every=100",
+            "train.validation_prompts=['a harbour, {token}']",
+            "infer.steps=2",
+            *overrides,
+        ],
+    )

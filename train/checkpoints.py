@@ -1,0 +1,97 @@
+"""Checkpoints that appear whole or not at all, pruned to the last K, found again on resume.
+
+Accelerate's save_state writes the optimiser, scheduler and RNG states; our hooks make it store only
+the trainable weights (LoRA, new token rows) instead of the whole frozen UNet."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+STATE_FILE = "trainer_state.json"
+
+
+TRAINABLE_FILE = "trainable.safetensors"
+
+
+def register_trainable_only_hooks(accelerator, modules: list[torch.nn.Module]) -> None:
+    """Make save_state/load_state store just the trainable weights of `modules`, as safetensors."""
+
+    def save_hook(models, weights, output_dir):
+        weights.clear()  # the frozen base weights are not ours to save again
+        if accelerator.is_main_process:
+            save_file(trainable_state(modules), str(Path(output_dir) / TRAINABLE_FILE))
+
+    def load_hook(models, input_dir):
+        models.clear()
+        state = load_file(str(Path(input_dir) / TRAINABLE_FILE))
+        expected = trainable_state(modules)
+        if set(state) != set(expected):
+            raise RuntimeError(f"{input_dir}: checkpoint weights do not match this run's trainable weights")
+        with torch.no_grad():
+            for name, parameter in _trainable_items(modules):
+                parameter.copy_(state[name])
+
+    accelerator.register_save_state_pre_hook(save_hook)
+    accelerator.register_load_state_pre_hook(load_hook)
+
+
+def _trainable_items(modules):
+    for index, module in enumerate(modules):
+        for name, parameter in module.named_parameters():
+            if parameter.requires_grad:
+                yield f"{index}.{name}", parameter
+
+
+def trainable_state(modules) -> dict[str, torch.Tensor]:
+    return {name: p.detach().cpu().contiguous() for name, p in _trainable_items(modules)}
+
+
+def complete_checkpoints(folder: Path) -> list[Path]:
+    """step-N folders with a state file, oldest first; half-written temp folders never count."""
+    found = [p for p in folder.glob("step-*") if (p / STATE_FILE).is_file() and p.name[5:].isdigit()]
+    return sorted(found, key=lambda p: int(p.name[5:]))
+
+
+def save_checkpoint(accelerator, folder: Path, step: int, keep: int) -> Path:
+    final = folder / f"step-{step}"
+    tmp = folder / f".tmp-step-{step}"
+    if accelerator.is_main_process and tmp.exists():
+        shutil.rmtree(tmp)
+    accelerator.wait_for_everyone()
+    accelerator.save_state(str(tmp))
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        (tmp / STATE_FILE).write_text(json.dumps({"global_step": step}))
+        if final.exists():
+            shutil.rmtree(final)
+        tmp.rename(final)
+        for old in complete_checkpoints(folder)[:-keep]:
+            shutil.rmtree(old)
+    accelerator.wait_for_everyone()
+    return final
+
+
+def resume_point(folder: Path, resume: str) -> Path | None:
+    """`auto`: the latest complete checkpoint, if any; `none`: start fresh; else a checkpoint folder."""
+    if resume == "none":
+        return None
+    if resume == "auto":
+        found = complete_checkpoints(folder)
+        return found[-1] if found else None
+    path = Path(resume)
+    if not (path / STATE_FILE).is_file():
+        raise FileNotFoundError(f"train.resume={resume}: not a complete checkpoint folder (no {STATE_FILE})")
+    return path
+
+
+def checkpoint_step(path: Path) -> int:
+    return int(json.loads((path / STATE_FILE).read_text())["global_step"])
+
+
+def all_finite(modules) -> bool:
+    return all(torch.isfinite(p).all() for m in modules for p in m.parameters() if p.requires_grad)
