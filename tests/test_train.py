@@ -350,3 +350,69 @@ def test_trainable_parameters_are_only_lora(tiny_bases, run_dir):
     names = {n for n, p in parts.unet.named_parameters() if p.requires_grad}
     assert names and all("lora_" in n for n in names)
     assert len(trainable_parameters(parts.unet)) == len(names)
+
+
+# -- options ---------------------------------------------------------------------------------------
+
+
+def test_timestep_bias_moves_sampling_towards_the_chosen_end(run_dir, tiny_bases):
+    from train.loss import sample_timesteps
+
+    def mean_timestep(*overrides):
+        cfg = train_config(run_dir, tiny_bases["sd15"], *overrides).train
+        weights = timestep_weights(cfg, 1000)
+        return sample_timesteps(weights, 4000, torch.Generator().manual_seed(0)).float().mean().item()
+
+    uniform = mean_timestep()
+    assert mean_timestep("train.timestep_bias=later", "train.timestep_bias_multiplier=4") > uniform + 100
+    assert mean_timestep("train.timestep_bias=earlier", "train.timestep_bias_multiplier=4") < uniform - 100
+    ranged = mean_timestep(
+        "train.timestep_bias=range",
+        "train.timestep_bias_multiplier=50",
+        "train.timestep_bias_range=[600, 700]",
+    )
+    assert 550 < ranged < 700
+
+
+def test_text_encoder_lora_and_dora_are_saved_and_load(tiny_bases, run_dir):
+    from diffusers import StableDiffusionPipeline
+
+    config = train_config(
+        run_dir,
+        tiny_bases["sd15"],
+        "train.train_text_encoder=true",
+        "train.use_dora=true",
+        "train.max_train_steps=2",
+        "train.pivotal_tuning=false",
+    )
+    lora_file = recipe.run(config)
+    keys = load_file(lora_file).keys()
+    assert any(k.startswith("text_encoder.") for k in keys) and any(k.startswith("unet.") for k in keys)
+    assert any("magnitude" in k for k in keys)  # DoRA's magnitude vectors
+    pipe = StableDiffusionPipeline.from_pretrained(tiny_bases["sd15"])
+    pipe.load_lora_weights(str(lora_file))
+    assert any("lora" in n for n, _ in pipe.text_encoder.named_parameters())
+
+
+def test_only_the_last_k_checkpoints_are_kept(tiny_bases, run_dir):
+    config = train_config(
+        run_dir,
+        tiny_bases["sd15"],
+        "train.max_train_steps=5",
+        "train.checkpoint_every=1",
+        "train.checkpoints_keep=2",
+    )
+    recipe.run(config)
+    folder = RunPaths(run_dir).checkpoints
+    assert [p.name for p in checkpoints.complete_checkpoints(folder)] == ["step-3", "step-4"]
+    assert not list(folder.glob(".tmp-*"))
+
+
+def test_accelerate_configs_parse():
+    from accelerate.commands.config.config_args import load_config_from_file
+
+    kinds = {
+        load_config_from_file(str(p)).distributed_type.value
+        for p in (REPO / "configs/accelerate").glob("*.yaml")
+    }
+    assert kinds == {"NO", "MULTI_GPU", "DEEPSPEED", "FSDP"}
