@@ -254,3 +254,13 @@ def test_unknown_caption_field_is_a_clear_error(tmp_path):
 
     with pytest.raises(CaptionError, match=r"unknown field \{painter\}"):
         build(tmp_path, 'data.caption_template="{painter} {token}"')
+
+
+def test_auto_caption_with_a_missing_model_is_a_clear_error(tmp_path):
+    """The auto-caption step is real transformers code; an unusable model id fails with one line."""
+    save(scene(1), tmp_path / "in" / "a.png")
+    from data.captions import CaptionError
+
+    missing = tmp_path / "no-blip-here"
+    with pytest.raises(CaptionError, match=r"data.auto_caption_model '.*no-blip-here'.*cannot load a BLIP"):
+        build(tmp_path, "data.auto_caption=true", f"data.auto_caption_model={missing}")
