@@ -48,9 +48,12 @@ def describe_source(source: Source) -> str:
     return f"urls {source.urls}"
 
 
-def iter_source(source: Source, config: DataConfig, url_cache: Path) -> Iterator[Candidate]:
+def iter_source(
+    source: Source, config: DataConfig, url_cache: Path, skip: Path | None = None
+) -> Iterator[Candidate]:
+    """`skip` is a folder never read (the run's own output, when it lies inside a source folder)."""
     if isinstance(source, FolderSource):
-        return iter_folder(source)
+        return iter_folder(source, skip)
     if isinstance(source, HubSource):
         return iter_hub(source)
     return iter_urls(source, config, url_cache)
@@ -59,19 +62,21 @@ def iter_source(source: Source, config: DataConfig, url_cache: Path) -> Iterator
 # -- folders -------------------------------------------------------------------------------------
 
 
-def iter_folder(source: FolderSource) -> Iterator[Candidate]:
+def iter_folder(source: FolderSource, skip: Path | None = None) -> Iterator[Candidate]:
     root = Path(source.folder).expanduser()
     if not root.is_dir():
         what = "is not a folder" if root.exists() else "does not exist"
         raise SourceError(f"data.sources folder {source.folder!r} {what} (expected a folder of images)")
     if not os.access(root, os.R_OK | os.X_OK):
         raise SourceError(f"data.sources folder {source.folder!r} cannot be read (permission denied)")
-    return _walk(root)
+    return _walk(root, skip.resolve() if skip else None)
 
 
-def _walk(root: Path) -> Iterator[Candidate]:
+def _walk(root: Path, skip: Path | None) -> Iterator[Candidate]:
     for dirpath, dirnames, filenames in os.walk(root):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        dirnames[:] = sorted(
+            d for d in dirnames if not d.startswith(".") and (Path(dirpath) / d).resolve() != skip
+        )
         for name in sorted(filenames):
             if name.startswith("."):
                 continue

@@ -146,12 +146,14 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             "/slow.jpg": (200, "image/jpeg", self.good2),
             "/page.jpg": (200, "text/html; charset=utf-8", b"<html><body>a gallery page</body></html>"),
             "/huge.png": (200, "image/png", b"\x89PNG" + b"0" * 200_000),
+            "/huge-unannounced.png": (200, "image/png", b"\x89PNG" + b"0" * 200_000),
         }
         status, content_type, body = routes.get(self.path, (404, "text/plain", b"missing"))
         try:
             self.send_response(status)
             self.send_header("Content-Type", content_type)
-            self.send_header("Content-Length", str(len(body)))
+            if "unannounced" not in self.path:  # this one streams until the connection closes
+                self.send_header("Content-Length", str(len(body)))
             self.end_headers()
             self.wfile.write(body)
         except (BrokenPipeError, ConnectionResetError):
@@ -175,7 +177,15 @@ def server():
 
 def test_url_source_downloads_good_files_and_reports_each_failure(tmp_path, server):
     urls = tmp_path / "urls.txt"
-    paths = ["good.png", "good2.jpg", "missing.jpg", "slow.jpg", "page.jpg", "huge.png"]
+    paths = [
+        "good.png",
+        "good2.jpg",
+        "missing.jpg",
+        "slow.jpg",
+        "page.jpg",
+        "huge.png",
+        "huge-unannounced.png",
+    ]
     urls.write_text("# the artist's works\n" + "".join(f"{server}/{p}\n" for p in paths) + "\n")
     overrides = (
         "data.download_timeout_s=0.3",
@@ -190,6 +200,7 @@ def test_url_source_downloads_good_files_and_reports_each_failure(tmp_path, serv
     assert "timed out" in records["slow.jpg"].reason and "2 tries" in records["slow.jpg"].reason
     assert "content-type 'text/html'" in records["page.jpg"].reason
     assert "download_max_bytes 100000" in records["huge.png"].reason
+    assert "more than download_max_bytes 100000" in records["huge-unannounced.png"].reason
     assert _Handler.hits["/missing.jpg"] == 1  # a 404 is not retried
     assert _Handler.hits["/slow.jpg"] == 2  # a timeout is
     hits_before = dict(_Handler.hits)
@@ -217,3 +228,22 @@ def test_sources_mix_in_one_run(tmp_path, hub_copies, server):
     result = build(tmp_path, sources)
     assert {r.kind for r in result.records if r.status == "kept"} == {"folder", "hf", "urls"}
     assert result.counts["kept"] == 5
+
+
+def test_output_inside_a_source_folder_is_not_read_back(tmp_path):
+    src = tmp_path / "in"
+    src.mkdir()
+    scene(1).save(src / "a.png")
+    scene(2).save(src / "b.png")
+    config = load_config(
+        PROJECT_CONFIGS / "demo.yaml",
+        [
+            "artist=tester",
+            f"data.sources=[{{folder: {src}}}]",
+            f"output_dir={src / 'run'}",
+            "data.min_side_px=48",
+        ],
+    )
+    build_dataset(config, progress=False)
+    again = build_dataset(config, progress=False)
+    assert len(again.records) == 2 and all(r.status == "kept" for r in again.records)
