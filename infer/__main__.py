@@ -1,6 +1,7 @@
 """`python -m infer COMMAND`: restyle photos with an artist LoRA, and the tools around it.
 
 Commands:
+  restyle INPUT... --lora RUN_DIR|FILE|none [options]              img2img in the artist's style
   tiny-base OUT --arch sd15|sdxl [--size tiny|full] [--seed 0]   a random-weight base pipeline, built offline
   arch BASE                                                      print sd15 or sdxl for a base model
 """
@@ -15,7 +16,6 @@ from oeuvre.cli import add_debug_argument, run_main
 from oeuvre.errors import NotBuiltYet
 
 NOT_BUILT = {
-    "restyle": "restyling is not built yet (issue 'Restyle: img2img from the command line ...')",
     "evaluate": "evaluation is not built yet (issue 'Evaluation ...')",
 }
 
@@ -39,6 +39,15 @@ def main(argv: Sequence[str]) -> int:
     tiny.add_argument("--overwrite", action="store_true")
     add_debug_argument(tiny)
 
+    restyle = commands.add_parser(
+        "restyle",
+        help="restyle photos with an artist LoRA (img2img); accelerate launch -m infer restyle splits inputs",
+    )
+    from infer.restyle import add_arguments as add_restyle_arguments
+
+    add_restyle_arguments(restyle)
+    add_debug_argument(restyle)
+
     arch = commands.add_parser("arch", help="print sd15 or sdxl for a base model (hub id or folder)")
     arch.add_argument("base_model")
     add_debug_argument(arch)
@@ -55,6 +64,10 @@ def main(argv: Sequence[str]) -> int:
         out = write_tiny_base(args.out, args.arch, args.size, args.seed, args.overwrite)
         print(f"wrote {args.size} {args.arch} base to {out} in {time.perf_counter() - start:.2f} s")
         return 0
+    if args.command == "restyle":
+        from infer.restyle import run
+
+        return run(args)
     if args.command == "arch":
         from infer.base_model import detect_arch
 

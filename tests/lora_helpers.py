@@ -31,7 +31,7 @@ def make_random_lora(
     rank: int = 4,
     alpha: float = 8.0,
     seed: int = 0,
-    std: float = 0.5,
+    std: float = 0.1,
     text_encoder: bool = False,
     metadata: dict[str, str] | None = None,
 ) -> Path:
