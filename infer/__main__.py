@@ -4,6 +4,7 @@ Commands:
   restyle INPUT... --lora RUN_DIR|FILE|none [options]              img2img in the artist's style
   tiny-base OUT --arch sd15|sdxl [--size tiny|full] [--seed 0]   a random-weight base pipeline, built offline
   arch BASE                                                      print sd15 or sdxl for a base model
+  content OUT [--size 256]                                       the built-in content scenes
 """
 
 from __future__ import annotations
@@ -52,6 +53,11 @@ def main(argv: Sequence[str]) -> int:
     arch.add_argument("base_model")
     add_debug_argument(arch)
 
+    content = commands.add_parser("content", help="write the built-in content scenes")
+    content.add_argument("out", help="folder to write the PNGs into")
+    content.add_argument("--size", type=int, default=256, help="side of each square scene, px")
+    add_debug_argument(content)
+
     for name, message in NOT_BUILT.items():
         stub = commands.add_parser(name, help=f"(not built yet) {message}")
         stub.add_argument("rest", nargs=argparse.REMAINDER)
@@ -68,6 +74,11 @@ def main(argv: Sequence[str]) -> int:
         from infer.restyle import run
 
         return run(args)
+    if args.command == "content":
+        from infer.content import write_builtin_content
+
+        print("\n".join(str(p) for p in write_builtin_content(args.out, args.size)))
+        return 0
     if args.command == "arch":
         from infer.base_model import detect_arch
 

@@ -27,11 +27,9 @@ def run_step(title: str, args: list[str]) -> int:
 
 
 def content_inputs() -> list[str]:
-    from infer.content import write_builtin_content
-
     folder = RUN / "content"
-    if not folder.is_dir():
-        write_builtin_content(folder, size_px=128)
+    if not folder.is_dir() and run_step("content", ["-m", "infer", "content", str(folder), "--size", "128"]):
+        raise SystemExit(1)
     inputs = [str(folder)]
     if FIXTURE_PHOTOS.is_dir():
         inputs.append(str(FIXTURE_PHOTOS))

@@ -112,3 +112,14 @@ def test_tiny_base_cli_writes_a_loadable_folder(run_cli, tmp_path):
     result = run_cli("infer", "tiny-base", tmp_path / "b", "--arch", "sdxl", "--seed", "1")
     assert result.returncode == 0, result.stderr
     assert run_cli("infer", "arch", tmp_path / "b").stdout.strip() == "sdxl"
+
+
+def test_builtin_content_scenes_are_written(run_cli, tmp_path):
+    from PIL import Image
+
+    result = run_cli("infer", "content", tmp_path / "c", "--size", "64")
+    assert result.returncode == 0, result.stderr
+    files = sorted((tmp_path / "c").glob("*.png"))
+    assert [f.stem for f in files] == ["harbour", "house", "portrait"]
+    assert all(Image.open(f).size == (64, 64) for f in files)
+    assert len({Image.open(f).tobytes() for f in files}) == 3
