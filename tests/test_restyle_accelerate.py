@@ -27,9 +27,11 @@ def test_two_processes_restyle_each_input_once_and_match_one_process(tmp_path, t
     for index, colour in enumerate([(200, 60, 40), (40, 200, 60), (60, 40, 200)]):
         Image.new("RGB", (64, 48), colour).save(photos / f"p{index}.png")
     args = [str(photos), "--lora", str(tiny_loras["sd15"]), "--size", "64", "--steps", "2", "--num", "2"]
+    args += ["--device", "cpu"]
 
     # One thread in both runs, as accelerate gives each process: float sums then happen in the same order.
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    path = os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": path, "OMP_NUM_THREADS": "1"}
     single = subprocess.run(
         [sys.executable, "-m", "infer", "restyle", *args, "--out", str(tmp_path / "one")],
         cwd=REPO, env=env, capture_output=True, text=True, timeout=300,
