@@ -29,11 +29,11 @@ endif
 # Tests and the demo never reach for the hub: an uncached id fails at once, not after minutes of retries.
 OFFLINE := HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 
-.PHONY: help install test lint format demo data train restyle eval bench clean check-artist
+.PHONY: help install test lint format demo data train restyle eval app bench clean check-artist
 
 help:
 	@sed -n '1,5p' Makefile | sed 's/^# \{0,1\}//'
-	@echo "targets: install test lint demo data train restyle eval bench clean"
+	@echo "targets: install test lint demo data train restyle eval app bench clean"
 	@echo "artists with a config: $(ARTISTS)"
 
 install: $(VENV)/.installed
@@ -77,6 +77,10 @@ restyle: check-artist install
 
 eval: check-artist install
 	$(PY) -m infer evaluate $(OUT_DIR) $(ARGS)
+
+# The web app on http://127.0.0.1:7860 over every trained run in runs/ (ARGS="--port 8000" etc.).
+app: install
+	$(PY) -m infer app --runs runs $(ARGS)
 
 # Speed and memory targets live here, not in timed tests. BENCH_SIZE=full adds the real SD 1.5 architecture.
 BENCH_SIZE ?= tiny
