@@ -5,6 +5,7 @@ Commands:
   tiny-base OUT --arch sd15|sdxl [--size tiny|full] [--seed 0]   a random-weight base pipeline, built offline
   arch BASE                                                      print sd15 or sdxl for a base model
   content OUT [--size 256]                                       the built-in content scenes
+  lora inspect|convert|resize|merge|push ...                      LoRA file tools (kohya <-> diffusers, Hub upload)
   app [--runs runs/] [--host 127.0.0.1] [--port 7860]            the web app (Gradio) over trained artists
 """
 
@@ -59,6 +60,11 @@ def main(argv: Sequence[str]) -> int:
     content.add_argument("--size", type=int, default=256, help="side of each square scene, px")
     add_debug_argument(content)
 
+    lora = commands.add_parser("lora", help="LoRA file tools: inspect, convert, resize, merge, push")
+    from infer.lora_cli import add_arguments as add_lora_arguments
+
+    add_lora_arguments(lora)
+
     app = commands.add_parser("app", help="serve the Gradio web app: restyle with any trained artist")
     from infer.app import add_arguments as add_app_arguments
 
@@ -81,6 +87,10 @@ def main(argv: Sequence[str]) -> int:
         from infer.restyle import run
 
         return run(args)
+    if args.command == "lora":
+        from infer.lora_cli import run as run_lora
+
+        return run_lora(args)
     if args.command == "app":
         from infer.app import run as run_app
 
