@@ -6,6 +6,8 @@ Commands:
   arch BASE                                                      print sd15 or sdxl for a base model
   content OUT [--size 256]                                       the built-in content scenes
   lora inspect|convert|resize|merge|push ...                      LoRA file tools (kohya <-> diffusers, Hub upload)
+  evaluate RUN_DIR [--content DIR] [--baseline DIR] [--checkpoints]  held-out style, copy check, content kept
+  nearest IMAGE... --run RUN_DIR [-k 5]                          the artist's works nearest each image
   app [--runs runs/] [--host 127.0.0.1] [--port 7860]            the web app (Gradio) over trained artists
 """
 
@@ -18,9 +20,7 @@ from collections.abc import Sequence
 from oeuvre.cli import add_debug_argument, run_main
 from oeuvre.errors import NotBuiltYet
 
-NOT_BUILT = {
-    "evaluate": "evaluation is not built yet (issue 'Evaluation ...')",
-}
+NOT_BUILT: dict[str, str] = {}
 
 
 def main(argv: Sequence[str]) -> int:
@@ -71,6 +71,18 @@ def main(argv: Sequence[str]) -> int:
     add_app_arguments(app)
     add_debug_argument(app)
 
+    evaluate = commands.add_parser("evaluate", help="held-out style similarity, copy check, content kept")
+    from infer.evaluate import add_arguments as add_evaluate_arguments
+
+    add_evaluate_arguments(evaluate)
+    add_debug_argument(evaluate)
+
+    nearest = commands.add_parser("nearest", help="the artist's works nearest each image + a contact sheet")
+    from infer.retrieval import add_arguments as add_nearest_arguments
+
+    add_nearest_arguments(nearest)
+    add_debug_argument(nearest)
+
     for name, message in NOT_BUILT.items():
         stub = commands.add_parser(name, help=f"(not built yet) {message}")
         stub.add_argument("rest", nargs=argparse.REMAINDER)
@@ -100,6 +112,14 @@ def main(argv: Sequence[str]) -> int:
 
         print("\n".join(str(p) for p in write_builtin_content(args.out, args.size)))
         return 0
+    if args.command == "evaluate":
+        from infer.evaluate import run as run_evaluate
+
+        return run_evaluate(args)
+    if args.command == "nearest":
+        from infer.retrieval import run as run_nearest
+
+        return run_nearest(args)
     if args.command == "arch":
         from infer.base_model import detect_arch
 
