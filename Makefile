@@ -82,13 +82,10 @@ eval: check-artist install
 app: install
 	$(PY) -m infer app --runs runs $(ARGS)
 
-# Speed and memory targets live here, not in timed tests. BENCH_SIZE=full adds the real SD 1.5 architecture.
-BENCH_SIZE ?= tiny
+# Speed and memory targets live here, not in timed tests: bench/results.json and bench/RESULTS.md.
+# QUICK=1: tiny models only (about 3 minutes); without it the full-size SD 1.5 architecture too (under 20).
 bench: install
-	$(OFFLINE) $(PY) -m data.bench
-	$(OFFLINE) $(PY) -m train.bench --size $(BENCH_SIZE)
-	@if [ -f infer/bench_restyle.py ]; then $(OFFLINE) $(PY) -m infer.bench_restyle; \
-	else echo "bench: restyle benchmark not built yet"; fi
+	$(OFFLINE) $(PY) -m oeuvre.bench $(if $(QUICK),--quick)
 
 clean:
 	rm -rf runs/demo .pytest_cache .ruff_cache build *.egg-info

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import resource
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -79,7 +80,12 @@ def measure(variant: str, size: str, steps: int, resolution: int) -> dict:
         optimizer.zero_grad(set_to_none=True)
         timings.append(time.perf_counter() - start)
     peak_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    return {"s_per_step": sum(timings[1:]) / steps, "peak_rss_mb": round(peak_rss_mb)}
+    timed = timings[1:]
+    return {
+        "s_per_step": statistics.median(timed),
+        "step_s": [round(t, 4) for t in timed],
+        "peak_rss_mb": round(peak_rss_mb),
+    }
 
 
 def bench_rows(resolution: int, count: int = 4) -> list[dict]:

@@ -1,0 +1,174 @@
+"""`make bench [QUICK=1]`: every benchmark, side by side with its reference, into bench/results.json
+and bench/RESULTS.md (min and median over repeats, the machine, the versions).
+
+Each benchmark is its package's own command (`python -m data.bench`, `python -m train.bench`,
+`python -m infer.bench_restyle`), run here as a subprocess so its memory peak is its own."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+
+from oeuvre.atomic import atomic_write_text
+
+OUT_DIR = Path("bench")
+PACKAGES = ("torch", "diffusers", "transformers", "peft", "accelerate", "datasets")
+
+
+def run_json(args: list[str]) -> dict:
+    print(f"bench: python {' '.join(args)}", file=sys.stderr, flush=True)
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    done = subprocess.run([sys.executable, *args], capture_output=True, text=True, env=env)
+    if done.returncode:
+        raise SystemExit(f"bench: python {' '.join(args)} failed:\n{done.stderr[-3000:]}")
+    text = done.stdout
+    return json.loads(text[text.index("{") :])
+
+
+def spread(values: list[float]) -> dict:
+    return {"min": round(min(values), 4), "median": round(statistics.median(values), 4), "n": len(values)}
+
+
+def bench_curation(repeats: int, images: int) -> dict:
+    runs = [run_json(["-m", "data.bench", "--images", str(images)]) for _ in range(repeats)]
+    dedupe = {}
+    for run in runs:
+        for row in run["dedupe"]:
+            dedupe.setdefault(row["hashes"], []).append(row["search_s"])
+    return {
+        "images": images,
+        "curation_images_per_s": spread([r["curation"]["cold_images_per_s"] for r in runs]),
+        "near_duplicate_search_s": {str(n): spread(v) for n, v in sorted(dedupe.items())},
+        "goal_images_per_s": 50,
+    }
+
+
+def bench_train(repeats: int, full: bool) -> dict:
+    results = {}
+    tiny = [run_json(["-m", "train.bench", "--size", "tiny"]) for _ in range(repeats)]
+    results["tiny_sd15_64px"] = {
+        "plain_s_per_step": spread([r["plain_s_per_step"] for r in tiny]),
+        "ours_s_per_step": spread([r["ours_s_per_step"] for r in tiny]),
+        "speedup": spread([r["speedup"] for r in tiny]),
+        "plain_peak_rss_mb": max(r["plain_peak_rss_mb"] for r in tiny),
+        "ours_peak_rss_mb": max(r["ours_peak_rss_mb"] for r in tiny),
+    }
+    if full:  # one process per side; its timed steps are the repeats
+        run = run_json(["-m", "train.bench", "--size", "full", "--steps", str(max(3, repeats))])
+        plain, ours = run["plain_step_s"], run["ours_step_s"]
+        results["full_sd15_256px"] = {
+            "plain_s_per_step": spread(plain),
+            "ours_s_per_step": spread(ours),
+            "speedup": {"median": round(statistics.median(plain) / statistics.median(ours), 2)},
+            "plain_peak_rss_mb": run["plain_peak_rss_mb"],
+            "ours_peak_rss_mb": run["ours_peak_rss_mb"],
+        }
+    return {"goal_speedup": 1.5, **results}
+
+
+def bench_restyle(repeats: int, full: bool) -> dict:
+    run = run_json(["-m", "infer.bench_restyle", "--repeats", str(repeats), *(["--full"] if full else [])])
+    results = {}
+    for label, row in run.items():
+        plain, ours = row["plain_diffusers_unfused"], row["ours"]
+        ratios = [p / o for p, o in zip(plain.get("repeat_s", []), ours.get("repeat_s", []), strict=False)]
+        results[label] = {
+            "plain_images_per_s": round(plain["images_per_s"], 3),
+            "ours_images_per_s": round(ours["images_per_s"], 3),
+            "ratio": spread(ratios) if len(ratios) > 1 else {"median": round(row["ratio"], 3)},
+            "plain_peak_mb": {k: v for k, v in plain.items() if "peak" in k},
+            "ours_peak_mb": {k: v for k, v in ours.items() if "peak" in k},
+        }
+    return {"goal_ratio": 1.3, **results}
+
+
+def machine() -> dict:
+    versions = {}
+    for name in PACKAGES:
+        try:
+            versions[name] = version(name)
+        except PackageNotFoundError:
+            versions[name] = None
+    return {
+        "platform": platform.platform(),
+        "cpu": platform.processor() or platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "python": platform.python_version(),
+        "versions": versions,
+    }
+
+
+def markdown(results: dict) -> str:
+    lines = [
+        "# Benchmarks",
+        "",
+        f"Machine: {results['machine']['platform']}, {results['machine']['cpu_count']} CPUs; "
+        + ", ".join(f"{k} {v}" for k, v in results["machine"]["versions"].items()),
+        "",
+        f"`make bench{' QUICK=1' if results['quick'] else ''}` took {results['wall_s']:.0f} s.",
+        "",
+        "| figure | reference | ours | ratio (min / median) | goal |",
+        "|---|---|---|---|---|",
+    ]
+    for label, row in results["train"].items():
+        if isinstance(row, dict):
+            lines.append(
+                f"| train step, {label} (s/step, median) | {row['plain_s_per_step']['median']} | "
+                f"{row['ours_s_per_step']['median']} | "
+                f"{row['speedup'].get('min', '–')} / {row['speedup']['median']}× | ≥ 1.5× |"
+            )
+            lines.append(
+                f"| train peak RSS, {label} (MB) | {row['plain_peak_rss_mb']} | "
+                f"{row['ours_peak_rss_mb']} | | |"
+            )
+    for label, row in results["restyle"].items():
+        if isinstance(row, dict):
+            lines.append(
+                f"| restyle, {label} (images/s) | {row['plain_images_per_s']} | {row['ours_images_per_s']} | "
+                f"{row['ratio'].get('min', '–')} / {row['ratio']['median']}× | ≥ 1.3× |"
+            )
+    cur = results["curation"]
+    lines.append(
+        f"| curation ({cur['images']} JPEGs, 512 px; images/s) | | "
+        f"{cur['curation_images_per_s']['median']} (min {cur['curation_images_per_s']['min']}) | | ≥ 50 |"
+    )
+    for n, row in cur["near_duplicate_search_s"].items():
+        lines.append(
+            f"| near-duplicate search, {n} hashes (s) | | {row['median']} (min {row['min']}) | | seconds |"
+        )
+    lines += ["", "How each reference is built and why it is fair: bench/README.md.", ""]
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m oeuvre.bench", description=__doc__)
+    parser.add_argument(
+        "--quick", action="store_true", help="tiny models only, fewer images: about 3 minutes"
+    )
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args(argv)
+    start = time.perf_counter()
+    results = {
+        "quick": args.quick,
+        "machine": machine(),
+        "curation": bench_curation(args.repeats, 60 if args.quick else 300),
+        "train": bench_train(args.repeats, full=not args.quick),
+        "restyle": bench_restyle(args.repeats, full=not args.quick),
+    }
+    results["wall_s"] = round(time.perf_counter() - start, 1)
+    atomic_write_text(OUT_DIR / "results.json", json.dumps(results, indent=2) + "\n")
+    atomic_write_text(OUT_DIR / "RESULTS.md", markdown(results))
+    print(markdown(results))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
