@@ -256,6 +256,7 @@ class Restyler:
             warnings.filterwarnings("ignore", message=".*torch_dtype.*", category=FutureWarning)
             pipe = load_img2img_pipeline(settings.base_model, dtype=self.dtype)
         self.arch = "sdxl" if getattr(pipe, "text_encoder_2", None) is not None else "sd15"
+        pipe.to(self.device)  # load and fuse the LoRA where it will run
         if settings.lora_file is not None:
             check_lora_fits(settings.lora_file, pipe, settings.base_model)
             pipe.load_lora_weights(str(settings.lora_file), adapter_name=ADAPTER)
@@ -270,7 +271,6 @@ class Restyler:
                 pipe.unload_lora_weights()
         if settings.embedding_file is not None:
             load_embedding(pipe, settings.embedding_file, settings.trigger_token, self.arch)
-        pipe.to(self.device)
         pipe.set_progress_bar_config(disable=True)
         self.pipe = pipe
         self.fused = settings.lora_file is not None and len(settings.scales) == 1
@@ -436,11 +436,12 @@ def describe(
 def run(args: argparse.Namespace) -> int:
     settings = resolve_settings(args)
     inputs = collect_inputs(args.inputs)
-    jobs = plan_jobs(settings, inputs)
-    refuse_overwrite(settings, jobs)
+    jobs = plan_jobs(settings, inputs)  # names from the whole input list, so they match any split
     state, device = process_state(settings.device)
     with state.split_between_processes(inputs) as mine:
         my_inputs = list(mine)
+    # Each process checks only its own outputs: another may already be writing its share.
+    refuse_overwrite(settings, [job for job in jobs if job.input in set(my_inputs)])
     tag = f"[{state.process_index}/{state.num_processes}] " if state.num_processes > 1 else ""
 
     restyler = Restyler(settings, device)
