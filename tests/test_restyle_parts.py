@@ -98,3 +98,26 @@ def test_grid_places_each_tile_in_its_row_and_column():
     for i, r in enumerate(rows):
         for j, c in enumerate(columns):
             assert tuple(grid[top + i * 12 + 6, left + j * 16 + 8]) == colours[(r, c)]
+
+
+def test_run_config_gives_defaults_and_flags_override(tmp_path, tiny_loras):
+    import argparse
+    import shutil
+
+    from infer.restyle import add_arguments, resolve_settings
+    from oeuvre.config import PROJECT_CONFIGS, config_to_yaml, load_config
+
+    run = tmp_path / "run"
+    (run / "lora").mkdir(parents=True)
+    shutil.copy(tiny_loras["sd15"], run / "lora" / "tiny.safetensors")
+    config = load_config(PROJECT_CONFIGS / "base.yaml", ["infer.steps=7", "infer.size_px=96", "seed=5"])
+    (run / "config.yaml").write_text(config_to_yaml(config))
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    settings = resolve_settings(parser.parse_args(["in.png", "--lora", str(run)]))
+    assert (settings.steps, settings.size_px, settings.seeds) == (7, 96, (5,))
+    assert settings.prompt == "a painting in the style of <tiny>" and settings.out == run / "restyled"
+    settings = resolve_settings(
+        parser.parse_args(["in.png", "--lora", str(run), "--steps", "3", "--num", "2"])
+    )
+    assert settings.steps == 3 and settings.seeds == (5, 6)
