@@ -47,8 +47,8 @@ class ComponentLora:
     def peft_state_dict(self) -> dict[str, torch.Tensor]:
         out = {}
         for module in self.down:
-            out[f"{module}.lora_A.weight"] = self.down[module]
-            out[f"{module}.lora_B.weight"] = self.up[module]
+            out[f"{module}.lora_A.weight"] = self.down[module].contiguous()
+            out[f"{module}.lora_B.weight"] = self.up[module].contiguous()
         return out
 
     def lora_config(self):

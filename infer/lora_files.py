@@ -128,6 +128,11 @@ def save_lora_file(
         written = Path(tmp) / "lora.safetensors"
         header = read_lora_metadata(written)
         tensors = safetensors.torch.load_file(written)
+    if any(key.startswith("ss_") for key in ours):
+        # kohya's sshs_* hashes cover the tensor bytes actually written, so they are taken here.
+        from infer.lora_metadata import sshs_hashes
+
+        ours["sshs_model_hash"], ours["sshs_legacy_hash"] = sshs_hashes(tensors, ours)
     # diffusers' own keys (format, lora_adapter_metadata) stay; ours are added beside them.
     data = safetensors.torch.save(tensors, metadata={**header, **ours})
     return atomic_write_bytes(path, data)

@@ -1,0 +1,148 @@
+"""The kohya (A1111/ComfyUI) file: same image as the diffusers file through diffusers' own loader,
+true alpha, and key names of the form A1111's and ComfyUI's loaders map."""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import pytest
+import torch
+from lora_helpers import TEXT_TARGETS, UNET_TARGETS, make_random_lora
+from PIL import Image
+from safetensors.torch import load_file
+
+from infer.base_model import load_img2img_pipeline
+from infer.lora_files import read_lora_metadata
+from infer.lora_tools import load_lora, save_lora
+
+RANK, ALPHA = 4, 8.0  # alpha != rank: a converter that writes alpha = rank halves the strength
+
+
+def _img2img(pipe):
+    out = pipe(
+        "a harbour, <tiny>",
+        image=Image.new("RGB", (64, 64), (180, 90, 40)),
+        strength=0.8,
+        num_inference_steps=2,
+        guidance_scale=1.0,
+        generator=torch.Generator().manual_seed(0),
+        output_type="np",
+    )
+    return out.images[0]
+
+
+def _both_files(base, arch, folder, text_encoder):
+    diffusers_file = make_random_lora(
+        base, arch, folder / "d.safetensors", rank=RANK, alpha=ALPHA, text_encoder=text_encoder
+    )
+    kohya_file = save_lora(load_lora(diffusers_file), folder / "d.kohya.safetensors", "kohya")
+    return diffusers_file, kohya_file
+
+
+@pytest.mark.parametrize("text_encoder", [False, True], ids=["unet-only", "with-text-encoder"])
+@pytest.mark.parametrize("arch", ["sd15", "sdxl"])
+def test_kohya_file_gives_the_same_image_as_the_diffusers_file(tiny_bases, tmp_path, arch, text_encoder):
+    diffusers_file, kohya_file = _both_files(tiny_bases[arch], arch, tmp_path, text_encoder)
+    pipe = load_img2img_pipeline(str(tiny_bases[arch]))
+    plain = _img2img(pipe)
+    pipe.load_lora_weights(str(diffusers_file))
+    from_diffusers = _img2img(pipe)
+    pipe.unload_lora_weights()
+    pipe.load_lora_weights(str(kohya_file))  # diffusers converts the kohya keys itself
+    if text_encoder:
+        for name in ["text_encoder"] + (["text_encoder_2"] if arch == "sdxl" else []):
+            assert getattr(pipe, name).peft_config, f"{name} LoRA silently dropped"
+    from_kohya = _img2img(pipe)
+    largest = float(np.abs(from_kohya - from_diffusers).max())
+    print(f"{arch} text_encoder={text_encoder}: largest pixel difference kohya vs diffusers {largest:.2e}")
+    assert largest <= 1e-5
+    assert np.abs(from_diffusers - plain).mean() > 1e-3  # neither loaded as nothing
+    assert np.abs(from_kohya - plain).mean() > 1e-3
+
+
+def test_text_encoder_lora_changes_the_image_beyond_the_unet_lora(tiny_bases, tmp_path):
+    unet_only, _ = _both_files(tiny_bases["sd15"], "sd15", tmp_path, False)
+    (tmp_path / "te").mkdir()
+    _, with_te_kohya = _both_files(tiny_bases["sd15"], "sd15", tmp_path / "te", True)
+    pipe = load_img2img_pipeline(str(tiny_bases["sd15"]))
+    pipe.load_lora_weights(str(unet_only))
+    a = _img2img(pipe)
+    pipe.unload_lora_weights()
+    pipe.load_lora_weights(str(with_te_kohya))
+    assert np.abs(_img2img(pipe) - a).mean() > 1e-4  # same UNet seed: the difference is the text encoder
+
+
+@pytest.mark.parametrize("arch", ["sd15", "sdxl"])
+def test_alpha_tensors_hold_the_true_alpha_not_the_rank(tiny_bases, tmp_path, arch):
+    _, kohya_file = _both_files(tiny_bases[arch], arch, tmp_path, True)
+    tensors = load_file(kohya_file)
+    alphas = {key: value for key, value in tensors.items() if key.endswith(".alpha")}
+    assert alphas and all(value.shape == () and float(value) == ALPHA for value in alphas.values())
+    downs = [value for key, value in tensors.items() if key.endswith(".lora_down.weight")]
+    assert all(value.shape[0] == RANK for value in downs)
+
+
+def _comfyui_style_names(arch, unet, encoders) -> set[str]:
+    """Every LoRA key name ComfyUI's comfy/lora.py would map for the targeted layers, written from its
+    scheme: UNet `lora_unet_` + the diffusers module path with '.' -> '_'; CLIP layers
+    `lora_te_text_model_encoder_layers_{b}_{layer}` (SD 1.5), `lora_te1_`/`lora_te2_` (SDXL)."""
+    names = set()
+    for name, module in unet.named_modules():
+        if isinstance(module, torch.nn.Linear) and any(name.endswith("." + t) for t in UNET_TARGETS):
+            names.add("lora_unet_" + name.replace(".", "_"))
+    prefixes = ["lora_te"] if arch == "sd15" else ["lora_te1", "lora_te2"]
+    for prefix, encoder in zip(prefixes, encoders, strict=True):
+        for block in range(encoder.config.num_hidden_layers):
+            for target in TEXT_TARGETS:
+                names.add(f"{prefix}_text_model_encoder_layers_{block}_self_attn_{target}")
+    return names
+
+
+# A1111's networks.py turns diffusers-style UNet names into its own with these shapes of name.
+A1111_UNET = re.compile(
+    r"lora_unet_(down_blocks_\d+_attentions_\d+|mid_block_attentions_0|up_blocks_\d+_attentions_\d+)"
+    r"_transformer_blocks_\d+_attn[12]_(to_q|to_k|to_v|to_out_0)"
+)
+
+
+@pytest.mark.parametrize("arch", ["sd15", "sdxl"])
+def test_kohya_keys_are_the_names_a1111_and_comfyui_map(tiny_bases, tmp_path, arch):
+    from diffusers import UNet2DConditionModel
+    from transformers import CLIPTextModel, CLIPTextModelWithProjection
+
+    base = tiny_bases[arch]
+    _, kohya_file = _both_files(base, arch, tmp_path, True)
+    unet = UNet2DConditionModel.from_pretrained(base / "unet")
+    encoders = [CLIPTextModel.from_pretrained(base / "text_encoder")]
+    if arch == "sdxl":
+        encoders.append(CLIPTextModelWithProjection.from_pretrained(base / "text_encoder_2"))
+    expected = _comfyui_style_names(arch, unet, encoders)
+    tensors = load_file(kohya_file)
+    modules = {key.partition(".")[0] for key in tensors}
+    assert modules == expected  # every targeted layer, nothing else
+    for module in modules:
+        suffixes = {key.partition(".")[2] for key in tensors if key.partition(".")[0] == module}
+        assert suffixes == {"lora_down.weight", "lora_up.weight", "alpha"}, module
+        if module.startswith("lora_unet_"):
+            assert A1111_UNET.fullmatch(module), module
+    assert not any(k.startswith("lora_te1_") for k in tensors) or arch == "sdxl"
+
+
+@pytest.mark.parametrize("arch", ["sd15", "sdxl"])
+def test_round_trip_convert_keeps_weights_alpha_and_metadata(tiny_bases, tmp_path, arch):
+    diffusers_file, kohya_file = _both_files(tiny_bases[arch], arch, tmp_path, True)
+    back = save_lora(load_lora(kohya_file), tmp_path / "back.safetensors", "diffusers")
+    original, returned = load_lora(diffusers_file), load_lora(back)
+    assert returned.format == "diffusers" and load_lora(kohya_file).format == "kohya"
+    assert set(original.components) == set(returned.components)
+    for name, component in original.components.items():
+        assert component.alpha == returned.components[name].alpha
+        for module, down in component.down.items():
+            assert torch.equal(down, returned.components[name].down[module])
+            assert torch.equal(component.up[module], returned.components[name].up[module])
+    for path in (kohya_file, back):
+        metadata = read_lora_metadata(path)
+        assert metadata["oeuvre.trigger_token"] == "<tiny>" and metadata["oeuvre.arch"] == arch
+    assert read_lora_metadata(kohya_file)["oeuvre.format"] == "kohya"
+    assert "lora_adapter_metadata" not in read_lora_metadata(kohya_file)  # diffusers-only key dropped
