@@ -1,21 +1,32 @@
 """`make demo`: the whole pipeline end to end on the embedded default, offline, on CPU.
 
 Each step runs as its own command, exactly as a user would type it (printed before it runs), so the
-demo doubles as a worked example. Steps whose part is not built yet say so instead of pretending.
-What the demo proves is the machinery: the base is a tiny random SD 1.5-shaped pipeline and the
-artist a procedural one; real results need a real base model and a GPU."""
+demo doubles as a worked example. What it proves is the machinery: the base is a tiny random
+SD 1.5-shaped pipeline and the artist a procedural one; real results need a real base model and a GPU.
+
+`python -m oeuvre.demo [--out runs/demo] [--quick]`: --quick shrinks every step (the tests use it)."""
 
 from __future__ import annotations
 
+import argparse
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 DEMO_CONFIG = "configs/demo.yaml"
-RUN = Path("runs/demo")
-FIXTURE_PHOTOS = Path("../shared/fixtures/photos")
+FIXTURE_PHOTOS = Path(__file__).resolve().parents[1].parent / "shared" / "fixtures" / "photos"
 NOT_BUILT_YET = 3  # the exit code of a command whose part is not written yet
+QUICK_OVERRIDES = [
+    "train.max_train_steps=6",
+    "train.validation_every=3",
+    "train.checkpoint_every=3",
+    "infer.steps=2",
+]
+
+
+class StepFailed(SystemExit):
+    pass
 
 
 def run_step(title: str, args: list[str]) -> int:
@@ -23,94 +34,66 @@ def run_step(title: str, args: list[str]) -> int:
     start = time.perf_counter()
     code = subprocess.call([sys.executable, *args])
     print(f"== {title}: exit {code} in {time.perf_counter() - start:.1f} s", flush=True)
+    if code not in (0, NOT_BUILT_YET):
+        raise StepFailed(code)
     return code
 
 
-def content_inputs() -> list[str]:
-    folder = RUN / "content"
-    if not folder.is_dir() and run_step("content", ["-m", "infer", "content", str(folder), "--size", "128"]):
-        raise SystemExit(1)
-    inputs = [str(folder)]
-    if FIXTURE_PHOTOS.is_dir():
-        inputs.append(str(FIXTURE_PHOTOS))
-    return inputs
-
-
-def main() -> int:
-    start = time.perf_counter()
-    base, synthetic = RUN / "base", RUN / "synthetic"
-    steps: list[tuple[str, list[str], bool]] = [
-        (
-            "tiny base",
-            ["-m", "infer", "tiny-base", str(base), "--arch", "sd15"],
-            (base / "model_index.json").is_file(),
-        ),
-        (
-            "synthetic artist",
-            [
-                "-m",
-                "data",
-                "synth",
-                str(synthetic),
-                "--style",
-                "swirl",
-                "--n",
-                "24",
-                "--seed",
-                "0",
-                "--size",
-                "96",
-            ],
-            synthetic.is_dir(),
-        ),
-        ("dataset", ["-m", "data", DEMO_CONFIG], False),
-        ("training", ["-m", "train", DEMO_CONFIG], False),
-    ]
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m oeuvre.demo", description=__doc__)
+    parser.add_argument("--out", type=Path, default=Path("runs/demo"), help="the run folder")
+    parser.add_argument("--quick", action="store_true", help="a few images and steps: seconds, not minutes")
+    args = parser.parse_args(argv)
+    run, start = args.out, time.perf_counter()
+    base, synthetic, content = run / "base", run / "synthetic", run / "content"
+    overrides = [f"output_dir={run}", f"base_model={base}", f"data.sources=[{{folder: {synthetic}}}]"]
+    overrides += QUICK_OVERRIDES if args.quick else []
+    paintings = "8" if args.quick else "24"
     not_built = []
-    for title, args, done_already in steps:
-        if done_already:
-            print(f"\n== {title}: already there, kept")
-            continue
-        code = run_step(title, args)
-        if code == NOT_BUILT_YET:
-            not_built.append(title)
-        elif code:
-            return code
-    inputs = content_inputs()
-    later = [
-        ("restyle", ["-m", "infer", "restyle", *inputs, "--lora", str(RUN), "--overwrite"]),
+
+    if not (base / "model_index.json").is_file():
+        run_step("tiny base", ["-m", "infer", "tiny-base", str(base), "--arch", "sd15"])
+    if not synthetic.is_dir():
+        synth = ["-m", "data", "synth", str(synthetic), "--style", "swirl", "--n", paintings, "--size", "96"]
+        run_step("synthetic artist", synth)
+    if not content.is_dir():
+        run_step("content images", ["-m", "infer", "content", str(content), "--size", "128"])
+    inputs = [str(content)] + ([str(FIXTURE_PHOTOS)] if FIXTURE_PHOTOS.is_dir() else [])
+    steps = [
+        ("dataset", ["-m", "data", DEMO_CONFIG, *overrides]),
+        ("training", ["-m", "train", DEMO_CONFIG, *overrides]),
+        ("restyle", ["-m", "infer", "restyle", *inputs, "--lora", str(run), "--overwrite"]),
         (
             "sweep",
             [
                 "-m",
                 "infer",
                 "restyle",
-                inputs[0],
+                str(content / "house.png"),
                 "--lora",
-                str(RUN),
+                str(run),
+                "--overwrite",
                 "--out",
-                str(RUN / "restyled" / "sweep"),
+                str(run / "restyled" / "sweep"),
                 "--sweep",
                 "strength=0.3,0.5,0.7",
                 "scale=0.5,1.0",
-                "--overwrite",
             ],
         ),
-        ("evaluation", ["-m", "infer", "evaluate", str(RUN)]),
+        ("evaluation", ["-m", "infer", "evaluate", str(run)]),
     ]
-    for title, args in later:
-        code = run_step(title, args)
-        if code == NOT_BUILT_YET:
+    for title, command in steps:
+        if run_step(title, command) == NOT_BUILT_YET:
             not_built.append(title)
-        elif code:
-            return code
+
     print(f"\ndemo: done in {time.perf_counter() - start:.0f} s. Look at:")
     for what, where in [
-        ("curated dataset and its contact sheet", RUN / "dataset" / "report.html"),
-        ("training samples (with / without trigger / LoRA off)", RUN / "samples"),
-        ("TensorBoard logs", RUN / "logs"),
-        ("LoRA and embedding", RUN / "lora"),
-        ("restyled images and the sweep grid", RUN / "restyled"),
+        ("curated dataset and its contact sheet", run / "dataset" / "report.html"),
+        ("training samples (with / without trigger / LoRA off)", run / "samples"),
+        ("TensorBoard logs (tensorboard --logdir ...)", run / "logs"),
+        ("LoRA files (diffusers, kohya), embedding, model card", run / "lora"),
+        ("restyled images and the sweep grid", run / "restyled"),
+        ("evaluation report", run / "report" / "index.html"),
     ]:
         print(f"  {what}: {where}")
     if not_built:
@@ -119,4 +102,8 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except StepFailed as failed:
+        print(f"demo: a step failed (exit {failed.code}); its error is above", file=sys.stderr)
+        sys.exit(1)
