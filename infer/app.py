@@ -66,8 +66,8 @@ def _page_errors(handler):
 
 
 def _progress_reporter(progress):
-    def report(done: int, total: int) -> None:
-        progress((done, total), desc="denoising", unit="steps")
+    def report(fraction: float, text: str) -> None:
+        progress(fraction, desc=f"denoising, {text}")
 
     return report
 
@@ -162,8 +162,15 @@ def build_app(state: AppState):
                 prompt = gr.Textbox(knobs.prompt or "", label="Prompt (empty: the artist's trigger caption)")
                 negative = gr.Textbox(None, label="Negative prompt (empty: the run's default)")
             go = gr.Button("Restyle", variant="primary", elem_id="restyle-button")
-            gallery = gr.Gallery(label="Results (download: the PNG with its parameters)", elem_id="results")
             status = gr.Markdown(elem_id="restyle-status")
+            gallery = gr.Gallery(
+                label="Results (download: the PNG with its parameters)",
+                elem_id="results",
+                columns=4,
+                height=360,
+                object_fit="contain",
+                preview=False,
+            )
 
         with gr.Tab("Sweep"):
             gr.Markdown(
@@ -203,16 +210,17 @@ def build_app(state: AppState):
 
 
 def launch(state: AppState, host: str = "127.0.0.1", port: int = 7860, workers: int = 1, **kwargs):
-    """Queue (`workers` requests at once) and start serving; returns what gr.Blocks.launch returns."""
+    """Queue (`workers` requests at once) and serve; returns the gr.Blocks (`.local_url`, `.close()`)."""
     app = build_app(state)
     app.queue(default_concurrency_limit=workers)
-    return app.launch(
+    app.launch(
         server_name=host,
         server_port=port,
         allowed_paths=[str(state.out_dir)],  # results only; runs/ files are read by the server, not served
         show_error=False,
         **kwargs,
     )
+    return app
 
 
 def run(args: argparse.Namespace) -> int:

@@ -24,7 +24,7 @@ from infer.sweep import grid_image, parse_sweep
 from oeuvre.atomic import atomic_write_bytes
 
 DEFAULT_MAX_PIXELS = 4096 * 4096
-Progress = Callable[[int, int], None]  # (steps done, steps in all)
+Progress = Callable[[float, str], None]  # (fraction done, what is running)
 
 
 @dataclass
@@ -96,7 +96,9 @@ def defaults_for(state: AppState, name: str | None) -> Knobs:
 
 
 def artist_choices(state: AppState) -> list[tuple[str, str]]:
-    return [(run.label(), run.name) for run in list_runs(state.runs_dir)]
+    """(label, name) per run, usable ones first (the page preselects the first)."""
+    runs = sorted(list_runs(state.runs_dir), key=lambda run: (run.problem is not None, run.name))
+    return [(run.label(), run.name) for run in runs]
 
 
 def artist_info(state: AppState, name: str | None) -> tuple[str, Path | None]:
@@ -222,12 +224,11 @@ def _render(state: AppState, settings: Settings, uploads, progress: Progress | N
         for strength in settings.strengths
         for path, _ in uploads
     ]
-    total = sum(denoising_steps(settings.steps, job.strength) for job in jobs)
-    done = 0
+    done = 0  # images finished
 
-    def on_step(step: int) -> None:
+    def on_step(step: int, steps: int) -> None:
         if progress is not None:
-            progress(done + step, total)
+            progress((done + step / steps) / len(jobs), f"image {done + 1}/{len(jobs)}: step {step}/{steps}")
 
     images = dict(uploads)
     written, tiles = [], {}
@@ -237,7 +238,7 @@ def _render(state: AppState, settings: Settings, uploads, progress: Progress | N
             restyler.set_scale(job.scale)
             picture, _ = prepare(images[job.input], settings.size_px, restyler.pipe.vae_scale_factor)
             image = restyler([picture], [job.seed], job.strength, job.scale)[0]
-            done += denoising_steps(settings.steps, job.strength)
+            done += 1
             # The sidecar names the upload, not Gradio's upload folder.
             shown = dataclasses.replace(job, input=Path(job.input.name))
             record = describe(restyler, shown, picture.size, image.size)

@@ -19,7 +19,7 @@ from infer.lora_files import LoraFileError, check_lora_fits
 from infer.png_info import SAMPLER_NAMES
 from infer.restyle import Restyler, Settings, _quiet_libraries, file_sha256, load_embedding
 
-StepCallback = Callable[[int], None]
+StepCallback = Callable[[int, int], None]  # (steps done, steps in this call)
 
 
 class _StepReporting:
@@ -35,7 +35,8 @@ class _StepReporting:
     def __call__(self, **kwargs):
         def step_end(pipe, step: int, timestep, callback_kwargs: dict) -> dict:
             if self._on_step is not None:
-                self._on_step(step + 1)
+                # The scheduler's own count: PLMS, for one, runs a warm-up step more than asked.
+                self._on_step(step + 1, pipe.num_timesteps)
             return callback_kwargs
 
         return self._pipe(**kwargs, callback_on_step_end=step_end)

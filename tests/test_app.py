@@ -1,0 +1,233 @@
+"""The web app, served on 127.0.0.1 over a tiny run trained here: through gradio_client and a real browser."""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import time
+from pathlib import Path
+
+import pytest
+from PIL import Image
+from train_helpers import train_config, write_dataset
+
+from infer.app_handlers import AppState, Knobs, report_html, restyle
+from infer.app_runs import list_runs
+from infer.inputs import InputError
+from infer.png_info import parse_parameters, read_parameters
+
+TOKEN = "<demo-artist>"
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _train(run: Path, base: Path) -> None:
+    """Two training steps in this process, then Accelerate's singletons reset for whoever runs next."""
+    from accelerate.state import AcceleratorState, GradientState, PartialState
+
+    from train import recipe
+
+    write_dataset(run / "dataset", TOKEN)
+    try:
+        recipe.run(train_config(run, base, "train.max_train_steps=2"))
+    finally:
+        AcceleratorState._reset_state(True)
+        PartialState._reset_state()
+        GradientState._reset_state()
+    # The run's own defaults (what the CLI reads): small and quick, so the page's sliders start there.
+    (run / "config.yaml").write_text(
+        f'artist: demo\ntrigger_token: "{TOKEN}"\nbase_model: {base}\n'
+        "train: {resolution_px: 64}\ninfer: {size_px: 64, steps: 4, device: cpu}\n"
+    )
+
+
+@pytest.fixture(scope="module")
+def runs(tiny_bases, tmp_path_factory) -> Path:
+    """runs/demo (trained), runs/twin (the same LoRA under another name), runs/broken (a garbage LoRA)."""
+    root = tmp_path_factory.mktemp("runs")
+    _train(root / "demo", tiny_bases["sd15"])
+    twin = root / "twin" / "lora"
+    twin.mkdir(parents=True)
+    shutil.copy(root / "demo" / "lora" / "demo.safetensors", twin / "twin.safetensors")
+    shutil.copy(root / "demo" / "lora" / "demo_emb.safetensors", twin / "twin_emb.safetensors")
+    shutil.copy(root / "demo" / "config.yaml", root / "twin" / "config.yaml")
+    broken = root / "broken" / "lora"
+    broken.mkdir(parents=True)
+    (broken / "broken.safetensors").write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{not json")
+    return root
+
+
+@pytest.fixture(scope="module")
+def photos(tmp_path_factory) -> dict[str, Path]:
+    folder = tmp_path_factory.mktemp("photos")
+    good = folder / "harbour.png"
+    Image.new("RGB", (80, 64), (40, 120, 200)).save(good)
+    bad = folder / "notes.png"
+    bad.write_text("this is not a picture")
+    huge = folder / "huge.png"
+    Image.new("RGB", (400, 400), (10, 10, 10)).save(huge)
+    return {"good": good, "bad": bad, "huge": huge}
+
+
+@pytest.fixture(scope="module")
+def served(runs, tmp_path_factory):
+    """The app on 127.0.0.1 on a free port, in a background thread; (url, state)."""
+    from infer.app import launch
+
+    state = AppState(runs_dir=runs, out_dir=tmp_path_factory.mktemp("app-out"), max_pixels=300 * 300)
+    app = launch(state, port=_free_port(), prevent_thread_lock=True, quiet=True)
+    yield app.local_url, state
+    app.close()
+
+
+@pytest.fixture(scope="module")
+def client(served):
+    from gradio_client import Client
+
+    return Client(served[0], verbose=False)
+
+
+def _restyle(client, photo: Path, artist: str = "demo", strength: float = 0.5, seed: int = 7):
+    from gradio_client import handle_file
+
+    gallery, status = client.predict(
+        artist, [handle_file(str(photo))], strength, 0.8, 4, 5.0, seed, 64, "", "", api_name="/restyle"
+    )
+    return gallery, status
+
+
+def test_app_binds_to_localhost(served):
+    assert served[0].startswith("http://127.0.0.1:")
+
+
+def test_restyle_returns_a_png_whose_parameters_hold_the_seed_and_strength(client, photos):
+    gallery, _ = _restyle(client, photos["good"], strength=0.75, seed=123)
+    assert len(gallery) == 1
+    fields = parse_parameters(read_parameters(gallery[0]["image"]))
+    assert fields["Seed"] == "123"
+    assert fields["Denoising strength"] == "0.75"
+    assert fields["loras"] == [("demo", 0.8)]
+
+
+def test_bad_upload_is_a_message_and_the_next_request_still_succeeds(client, photos):
+    from gradio_client.exceptions import AppError
+
+    with pytest.raises(AppError, match="upload notes.png: not an image"):
+        _restyle(client, photos["bad"])
+    gallery, status = _restyle(client, photos["good"])
+    assert Image.open(gallery[0]["image"]).size == (72, 56)
+    assert "1 image(s) restyled" in status
+
+
+def test_upload_over_the_pixel_cap_is_refused_with_its_size(client, photos):
+    from gradio_client.exceptions import AppError
+
+    with pytest.raises(AppError, match=r"400x400 is 160,000 pixels, over the cap of 90,000"):
+        _restyle(client, photos["huge"])
+
+
+def test_broken_lora_file_is_a_message_and_the_app_keeps_serving(client, photos):
+    from gradio_client.exceptions import AppError
+
+    with pytest.raises(AppError, match="artist broken: .*broken.safetensors"):
+        _restyle(client, photos["good"], artist="broken")
+    assert _restyle(client, photos["good"])[0]
+
+
+def test_sweep_returns_the_labelled_grid_with_one_tile_per_setting(client, photos):
+    from gradio_client import handle_file
+
+    grid, tiles = client.predict(
+        "demo", handle_file(str(photos["good"])), "0.5", "0,1", 4, 5.0, 3, 64, "", "", api_name="/sweep"
+    )
+    assert len(tiles) == 2
+    width, height = Image.open(grid).size
+    assert width > 2 * 72 and height > 56  # two tiles side by side, plus the labels
+
+
+def test_switching_artists_swaps_the_lora_on_the_same_base(runs, photos, tmp_path):
+    state = AppState(runs_dir=runs, out_dir=tmp_path)
+    knobs = Knobs(strength=0.5, seed=1, steps=4, size=64)
+    first = restyle(state, "demo", [photos["good"]], knobs)
+    restyle(state, "twin", [photos["good"]], knobs)
+    again = restyle(state, "demo", [photos["good"]], knobs)
+    pipe = state.keeper._loaded.pipe
+    assert state.keeper.base_loads == 1
+    assert {name for names in pipe.get_list_adapters().values() for name in names} == {"artist_demo"}
+    # After two swaps (LoRA and trigger embedding out and back in), the same image comes out.
+    assert Image.open(first[0]).tobytes() == Image.open(again[0]).tobytes()
+
+
+def test_progress_counts_every_denoising_step(runs, photos, tmp_path):
+    state = AppState(runs_dir=runs, out_dir=tmp_path)
+    seen = []
+    knobs = Knobs(strength=0.5, steps=4, size=64)
+    restyle(state, "demo", [photos["good"], photos["huge"]], knobs, lambda *done_of: seen.append(done_of))
+    fractions = [fraction for fraction, _ in seen]
+    assert fractions == sorted(fractions) and fractions[-1] == 1.0
+    assert len(seen) >= 4 and seen[-1][1].startswith("image 2/2: step")  # two photos x at least 2 steps
+
+
+def test_empty_runs_folder_says_to_train_an_artist_first(tmp_path, photos):
+    state = AppState(runs_dir=tmp_path / "runs", out_dir=tmp_path / "out")
+    with pytest.raises(InputError, match="No trained artist under .*train one first.*make train"):
+        restyle(state, None, [photos["good"]], Knobs())
+
+
+def test_broken_run_is_listed_as_unusable(runs):
+    listed = {run.name: run for run in list_runs(runs)}
+    assert set(listed) == {"broken", "demo", "twin"}
+    assert listed["broken"].problem and listed["demo"].problem is None
+    assert "unusable" in listed["broken"].label()
+
+
+def test_report_tab_inlines_images_inside_the_report_folder_only(tmp_path):
+    run = tmp_path / "runs" / "art"
+    (run / "lora").mkdir(parents=True)
+    (run / "report").mkdir()
+    Image.new("RGB", (4, 4)).save(run / "report" / "plot.png")
+    Image.new("RGB", (4, 4)).save(tmp_path / "secret.png")
+    (run / "report" / "index.html").write_text('<img src="plot.png"><img src="../../../secret.png">')
+    page = report_html(AppState(runs_dir=tmp_path / "runs", out_dir=tmp_path / "out"), "art")
+    assert page.count("data:image/png;base64,") == 1
+    assert "../../../secret.png" in page and 'sandbox=""' in page
+
+
+def test_browser_upload_restyle_shows_the_result(served, photos, tmp_path):
+    chromium, driver_path = shutil.which("chromium"), shutil.which("chromedriver")
+    if not (chromium and driver_path):
+        pytest.skip("chromium and chromedriver are not installed here (.ci/run installs them)")
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = chromium
+    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--window-size=1280,1400"):
+        options.add_argument(flag)
+    driver = webdriver.Chrome(service=Service(driver_path), options=options)
+    try:
+        driver.get(served[0])
+        wait = WebDriverWait(driver, 30)
+        upload = wait.until(lambda d: d.find_element(By.CSS_SELECTOR, "#photos input[type=file]"))
+        upload.send_keys(str(photos["good"]))
+        wait.until(lambda d: "harbour" in d.find_element(By.ID, "photos").text)
+        clicked = time.perf_counter()
+        driver.find_element(By.ID, "restyle-button").click()
+        shown = (
+            "return [...document.querySelectorAll('#results img')]"
+            ".some(i => i.complete && i.naturalWidth > 0)"
+        )
+        wait.until(lambda d: d.execute_script(shown))
+        seconds = time.perf_counter() - clicked
+        print(f"browser: click to result {seconds:.2f} s; screenshot {tmp_path / 'app.png'}")
+        assert "restyled with demo" in driver.find_element(By.ID, "restyle-status").text
+    finally:
+        driver.save_screenshot(str(tmp_path / "app.png"))  # also on failure: what the page showed
+        driver.quit()
+    assert Image.open(tmp_path / "app.png").width >= 1000
