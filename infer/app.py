@@ -25,6 +25,7 @@ from infer.app_handlers import (
     restyle,
     sweep,
 )
+from infer.app_nearest import nearest_works
 from infer.app_runs import NO_ARTISTS, find_run
 from infer.inputs import open_image
 from oeuvre.errors import OeuvreError
@@ -138,6 +139,10 @@ def build_app(state: AppState):
         grid, tiles = sweep(state, name, file, strengths, scales, knobs, _progress_reporter(progress))
         return str(grid), [str(p) for p in tiles]
 
+    @_page_errors
+    def on_nearest(name, file, k):
+        return nearest_works(state, name, file, k)
+
     with gr.Blocks(title="oeuvre: restyle in an artist's style") as app:
         gr.Markdown("# oeuvre\nRestyle photos in a trained artist's style (img2img with the artist's LoRA).")
         notice = gr.Markdown(NO_ARTISTS.format(runs=state.runs_dir) if not choices else "", elem_id="notice")
@@ -185,10 +190,12 @@ def build_app(state: AppState):
             tiles = gr.Gallery(label="Tiles")
 
         with gr.Tab("Nearest works"):
-            gr.Markdown(
-                "Retrieval not available for this run: the evaluation's retrieval index "
-                "(`python -m infer nearest`) is not part of this version of the app."
-            )
+            gr.Markdown("The artist's works most like a photo (the evaluation's weights-free index).")
+            with gr.Row():
+                near_photo = gr.File(file_count="single", file_types=["image"], label="Photo")
+                near_k = gr.Slider(1, 12, 5, step=1, label="Works")
+            near_go = gr.Button("Find nearest works", variant="primary")
+            near_works = gr.Gallery(label="Nearest works (similarity, title)", columns=5, elem_id="nearest")
 
         with gr.Tab("Report"):
             report = gr.HTML(elem_id="report")
@@ -206,6 +213,7 @@ def build_app(state: AppState):
         sweep_go.click(
             on_sweep, [artist, sweep_photo, strengths, scales, *settings], [grid, tiles], api_name="sweep"
         )
+        near_go.click(on_nearest, [artist, near_photo, near_k], near_works, api_name="nearest")
     return app
 
 

@@ -141,7 +141,9 @@ def _checked_upload(path: str | Path, max_pixels: int):
         raise InputError(f"upload {name}: not a readable image") from exc
 
 
-def _uploads(files: Sequence[str | Path] | str | Path | None, max_pixels: int) -> list[tuple[Path, Any]]:
+def checked_uploads(
+    files: Sequence[str | Path] | str | Path | None, max_pixels: int
+) -> list[tuple[Path, Any]]:
     if not files:
         raise InputError("no photo uploaded: add one or more images first")
     if isinstance(files, (str, Path)):
@@ -180,7 +182,7 @@ def restyle(
     run = find_run(state.runs_dir, name)
     settings = settings_for(state, run, knobs)
     _check_steps(settings)
-    uploads = _uploads(files, state.max_pixels)
+    uploads = checked_uploads(files, state.max_pixels)
     return _render(state, settings, uploads, progress)[0]
 
 
@@ -199,7 +201,7 @@ def sweep(
     parse_sweep(specs)  # the CLI's own message for a malformed list, before anything loads
     settings = settings_for(state, run, knobs, sweep=specs)
     _check_steps(settings)
-    uploads = _uploads(file, state.max_pixels)[:1]
+    uploads = checked_uploads(file, state.max_pixels)[:1]
     paths, tiles = _render(state, settings, uploads, progress)
     stem = output_stems([uploads[0][0]])[uploads[0][0]]
     title = f"{stem}  seed {settings.seeds[0]}  {settings.prompt}"[:120]

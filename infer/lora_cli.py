@@ -42,6 +42,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     push.add_argument("--repo", required=True, help="USER/NAME")
     push.add_argument("--private", action="store_true")
     push.add_argument("--dry-run", action="store_true", help="print what would go up; upload nothing")
+    push.add_argument("--with-app", action="store_true", help="add app.py: the web app for this LoRA (Space)")
     add_debug_argument(push)
 
 
@@ -97,7 +98,9 @@ def run(args: argparse.Namespace) -> int:
         print(f"merged {args.a} x {weights[0]} + {args.b} x {weights[1]} into {out}")
         return 0
     if command == "push":
-        lines = lora_tools.push(args.run_dir, args.repo, private=args.private, dry_run=args.dry_run)
+        lines = lora_tools.push(
+            args.run_dir, args.repo, private=args.private, dry_run=args.dry_run, with_app=args.with_app
+        )
         verb = "would upload" if args.dry_run else "uploaded"
         visibility = "private" if args.private else "public"
         print(f"{verb} {len(lines)} files to https://huggingface.co/{args.repo} ({visibility}):")

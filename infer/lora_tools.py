@@ -270,13 +270,23 @@ def push_plan(run_dir: str | Path) -> list[tuple[Path, str]]:
 
 
 def push(
-    run_dir: str | Path, repo: str, *, private: bool = False, dry_run: bool = False, api=None
+    run_dir: str | Path,
+    repo: str,
+    *,
+    private: bool = False,
+    dry_run: bool = False,
+    api=None,
+    with_app: bool = False,
 ) -> list[str]:
     """Upload the run's lora/ files to the Hub model repo `repo` in one commit (huggingface_hub's
     `create_repo` + `create_commit`); with `dry_run`, only say what would go up."""
     if not REPO_ID.fullmatch(repo):
         raise LoraFileError(f"--repo {repo!r}: expected USER/NAME, a Hub model repo id")
     plan = push_plan(run_dir)
+    if with_app:  # the web app for this LoRA (app.py + requirements.txt); a Space can be made from them
+        from infer.app_space import write_space_files
+
+        plan += write_space_files(run_dir, repo)
     lines = [f"{path_in_repo}  ({local.stat().st_size} bytes)" for local, path_in_repo in plan]
     if dry_run:
         return lines

@@ -231,3 +231,41 @@ def test_browser_upload_restyle_shows_the_result(served, photos, tmp_path):
         driver.save_screenshot(str(tmp_path / "app.png"))  # also on failure: what the page showed
         driver.quit()
     assert Image.open(tmp_path / "app.png").width >= 1000
+
+
+def test_nearest_works_come_back_with_their_titles(client, photos):
+    from gradio_client import handle_file
+
+    works = client.predict("demo", handle_file(str(photos["good"])), 3, api_name="/nearest")
+    assert len(works) == 3
+    titles = {work["caption"].split()[-1] for work in works}
+    assert titles <= {"train-000", "train-001", "train-002", "train-003", "holdout-000"}
+
+
+def test_nearest_works_without_a_dataset_says_retrieval_is_not_available(client, photos):
+    from gradio_client import handle_file
+    from gradio_client.exceptions import AppError
+
+    with pytest.raises(AppError, match="retrieval not available for this run"):
+        client.predict("twin", handle_file(str(photos["good"])), 3, api_name="/nearest")
+
+
+def test_lora_push_with_app_uploads_an_app_that_serves_the_pushed_lora(runs, tmp_path, monkeypatch):
+    import runpy
+
+    import infer.app
+    from infer import lora_tools
+
+    run = runs / "demo"
+    lines = lora_tools.push(run, "someone/demo-lora", dry_run=True, with_app=True)
+    assert any(line.startswith("app.py ") for line in lines)
+    # The pushed repo as downloaded: LoRA files with app.py beside them; app.py serves them as runs/demo.
+    repo = tmp_path / "repo"
+    shutil.copytree(run / "lora", repo, ignore=shutil.ignore_patterns("space"))
+    shutil.copy(run / "lora" / "space" / "app.py", repo / "app.py")
+    served = []
+    monkeypatch.setattr(infer.app, "launch", lambda state, **options: served.append((state, options)))
+    runpy.run_path(str(repo / "app.py"))
+    ((state, options),) = served
+    assert [(r.name, r.problem) for r in list_runs(state.runs_dir)] == [("demo", None)]
+    assert options["host"] == "127.0.0.1"
