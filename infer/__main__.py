@@ -5,7 +5,7 @@ Commands:
   tiny-base OUT --arch sd15|sdxl [--size tiny|full] [--seed 0]   a random-weight base pipeline, built offline
   arch BASE                                                      print sd15 or sdxl for a base model
   content OUT [--size 256]                                       the built-in content scenes
-  lora inspect|convert|resize|merge|push ...                      LoRA file tools (kohya <-> diffusers, Hub upload)
+  lora inspect|convert|resize|merge|push ...                     LoRA file tools (kohya/diffusers, Hub)
   evaluate RUN_DIR [--content DIR] [--baseline DIR] [--checkpoints]  held-out style, copy check, content kept
   nearest IMAGE... --run RUN_DIR [-k 5]                          the artist's works nearest each image
   app [--runs runs/] [--host 127.0.0.1] [--port 7860]            the web app (Gradio) over trained artists

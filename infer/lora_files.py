@@ -243,7 +243,10 @@ def check_lora_fits(path: str | Path, pipe, base_name: str) -> None:
             f"{path}: LoRA trained for {lora_arch}, but base {base_name} is {base_arch}; "
             f"pass an {lora_arch} base with --base"
         )
-    modules = lora_module_paths(lora_tensor_shapes(path))
+    shapes = lora_tensor_shapes(path)
+    modules = lora_module_paths(shapes)
+    if not modules:
+        _check_kohya_fits(path, shapes, base_arch, base_name)
     for component, paths in modules.items():
         model = getattr(pipe, component, None)
         if model is None:
@@ -259,6 +262,25 @@ def check_lora_fits(path: str | Path, pipe, base_name: str) -> None:
                     f"{path}: LoRA layer {component}.{module_path} (input size {shape[1]}) does not fit "
                     f"base {base_name} ({base_arch}: {have}); expected a LoRA trained for this base"
                 )
+
+
+def _check_kohya_fits(
+    path: Path, shapes: Mapping[str, tuple[int, ...]], base_arch: str, base_name: str
+) -> None:
+    """kohya files name their layers differently: judge the architecture by their text encoders
+    (two only in SDXL) and cross-attention width, since a wrong one loads as nothing in other tools."""
+    from infer.kohya import SDXL_CROSS_ATTENTION_WIDTHS, is_kohya
+
+    if not is_kohya(shapes):
+        return
+    widths = {shape[1] for key, shape in shapes.items() if "attn2_to_k.lora_down" in key and len(shape) > 1}
+    two_encoders = any(key.startswith(("lora_te1_", "lora_te2_")) for key in shapes)
+    lora_arch = "sdxl" if two_encoders or widths & set(SDXL_CROSS_ATTENTION_WIDTHS) else "sd15"
+    if lora_arch != base_arch:
+        raise LoraFileError(
+            f"{path}: kohya LoRA for {lora_arch}, but base {base_name} is {base_arch}; "
+            f"expected a LoRA trained for this base"
+        )
 
 
 def _find_module(model, module_path: str):

@@ -17,6 +17,11 @@ TAGS = ["lora", "stable-diffusion", "diffusers", "text-to-image", "template:sd-l
 SDXL_TAGS = ["stable-diffusion-xl"]
 
 
+def _is_local(base: str) -> bool:
+    """A folder rather than a hub id (owner/name)."""
+    return Path(base).is_dir() or Path(base).is_absolute() or base.count("/") != 1
+
+
 def card_text(
     metadata: Mapping[str, str],
     *,
@@ -57,6 +62,14 @@ def card_text(
             )
         else:
             embedding_lines = f'pipe.load_textual_inversion("{embedding_file}", token="{trigger}")\n'
+    # A1111 and ComfyUI call an embedding by its file name, not by the token it was trained as.
+    embedding_name = Path(embedding_file).stem if embedding_file else ""
+    other_tools_caption = caption.replace(trigger, embedding_name) if embedding_file and trigger else caption
+    base_note = (
+        f"\n`{base}` is a local folder: put the hub id of the base you trained on in its place.\n"
+        if base and _is_local(base)
+        else ""
+    )
     a1111_embedding = f" and `{embedding_file}` into `embeddings/`" if embedding_file else ""
     comfy_embedding = f" and `{embedding_file}` into `models/embeddings/`" if embedding_file else ""
     samples = "\n".join(f"![sample {i + 1}]({image})" for i, image in enumerate(sample_images))
@@ -66,7 +79,7 @@ def card_text(
 # {artist} style LoRA
 
 A LoRA that paints in the overall style of **{artist}**, trained with
-[oeuvre](https://github.com/) {metadata.get("oeuvre.version", "")}. Put the trigger **`{trigger}`**
+oeuvre {metadata.get("oeuvre.version", "")}. Put the trigger **`{trigger}`**
 in the prompt, e.g. `{caption}`.
 
 {samples or "(no sample images were saved for this run)"}
@@ -92,19 +105,19 @@ pipe = {pipeline}.from_pretrained("{base}", torch_dtype=torch.float16).to("cuda"
 pipe.load_lora_weights(".", weight_name="{diffusers_file}")
 {embedding_lines}image = pipe("{caption}", image=load_image("photo.jpg"), strength=0.6).images[0]
 ```
-
+{base_note}
 Or with oeuvre: `python -m infer restyle photo.jpg --lora {diffusers_file}`.
 
 ### AUTOMATIC1111 / Forge
 
 Copy `{kohya_file or diffusers_file}` into `models/Lora/`{a1111_embedding},
-then prompt: `{caption} <lora:{kohya_name}:0.8>`.
+then prompt: `{other_tools_caption} <lora:{kohya_name}:0.8>`.
 
 ### ComfyUI
 
 Copy `{kohya_file or diffusers_file}` into `models/loras/`{comfy_embedding},
-add a **LoraLoader** node between the checkpoint loader and the sampler, and put `{trigger}` in the prompt
-(`embedding:{Path(embedding_file).stem if embedding_file else ""}` for the embedding).
+add a **LoraLoader** node between the checkpoint loader and the sampler, and prompt
+`{other_tools_caption.replace(embedding_name, "embedding:" + embedding_name) if embedding_file else caption}`.
 
 ## Training
 

@@ -146,3 +146,18 @@ def test_round_trip_convert_keeps_weights_alpha_and_metadata(tiny_bases, tmp_pat
         assert metadata["oeuvre.trigger_token"] == "<tiny>" and metadata["oeuvre.arch"] == arch
     assert read_lora_metadata(kohya_file)["oeuvre.format"] == "kohya"
     assert "lora_adapter_metadata" not in read_lora_metadata(kohya_file)  # diffusers-only key dropped
+
+
+@pytest.mark.parametrize("lora_arch,base_arch", [("sdxl", "sd15"), ("sd15", "sdxl")])
+def test_kohya_lora_of_another_arch_refused_even_without_metadata(tiny_bases, tmp_path, lora_arch, base_arch):
+    from safetensors.torch import save_file
+
+    from infer.lora_files import LoraFileError, check_lora_fits
+
+    _, kohya_file = _both_files(tiny_bases[lora_arch], lora_arch, tmp_path, False)
+    bare = tmp_path / "bare.safetensors"
+    save_file(load_file(kohya_file), bare)  # a file from elsewhere: no oeuvre.arch to go by
+    pipe = load_img2img_pipeline(str(tiny_bases[base_arch]))
+    with pytest.raises(LoraFileError, match=f"kohya LoRA for {lora_arch}.*is {base_arch}") as info:
+        check_lora_fits(bare, pipe, "thebase")
+    assert "bare.safetensors" in str(info.value)

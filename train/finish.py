@@ -1,25 +1,29 @@
-"""The end of a run: the LoRA (diffusers format, alpha kept) and the pivotal embedding, with metadata."""
+"""The end of a run: runs/<artist>/lora/ with the LoRA in diffusers and kohya (A1111/ComfyUI) layouts,
+the pivotal embedding, the same metadata in every file, sample images and the Hub model card."""
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 from infer.lora_files import save_embedding_file, save_lora_file
+from infer.lora_metadata import for_file, run_metadata
+from infer.lora_tools import load_lora, save_lora
+from infer.model_card import write_model_card
 from oeuvre.config_schema import Config
 from train.models import text_encoder_lora_config, unet_lora_config
 from train.pivotal import embedding_file_tensors
 
 
-def run_metadata(config: Config, train_images: int) -> dict[str, str]:
-    return {
-        "oeuvre.artist": config.artist,
-        "oeuvre.base_model": config.base_model,
-        "oeuvre.trigger_token": config.trigger_token,
-        "oeuvre.caption": config.data.caption_template.replace("{token}", config.trigger_token),
-        "oeuvre.pivotal_tuning": str(config.train.pivotal_tuning).lower(),
-        "oeuvre.max_train_steps": str(config.train.max_train_steps),
-        "oeuvre.train_images": str(train_images),
-    }
+def copy_latest_samples(samples_dir: Path, lora_dir: Path) -> list[str]:
+    """The newest validation grid, copied beside the LoRA for the card; paths relative to lora_dir."""
+    grids = sorted(samples_dir.glob("step-*.png"))
+    if not grids:
+        return []
+    target = lora_dir / "samples" / grids[-1].name
+    target.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(grids[-1], target)
+    return [target.relative_to(lora_dir).as_posix()]
 
 
 def save_outputs(config: Config, parts, new_tokens, accelerator, paths, train_set) -> Path:
@@ -28,7 +32,12 @@ def save_outputs(config: Config, parts, new_tokens, accelerator, paths, train_se
     lora_file = paths.lora / f"{config.artist}.safetensors"
     if not accelerator.is_main_process:
         return lora_file
-    metadata = run_metadata(config, len(train_set))
+    metadata = run_metadata(
+        config,
+        arch=parts.arch,
+        captions=[row["text"] for row in train_set.rows],
+        image_sha256s=[row["sha256"] for row in train_set.rows],
+    )
     encoders = parts.text_encoders if config.train.train_text_encoder else []
     encoder_layers = [get_peft_model_state_dict(encoder) for encoder in encoders] + [None, None]
     save_lora_file(
@@ -39,14 +48,32 @@ def save_outputs(config: Config, parts, new_tokens, accelerator, paths, train_se
         text_encoder_lora_layers=encoder_layers[0],
         text_encoder_2_lora_layers=encoder_layers[1],
         text_encoder_lora_config=text_encoder_lora_config(config.train) if encoders else None,
-        metadata=metadata,
+        metadata=for_file(metadata, {}, "diffusers"),  # save_lora_file hashes the tensors it writes
     )
+    kohya_file = None
+    if config.train.use_dora:
+        # kohya's DoRA layout differs between tools; a file that loads wrongly is worse than none.
+        accelerator.print("DoRA: no kohya file written (use the diffusers file)")
+    else:
+        kohya_file = save_lora(
+            load_lora(lora_file), paths.lora / f"{config.artist}.kohya.safetensors", "kohya"
+        )
+    embedding_file = None
     if new_tokens:
-        save_embedding_file(
+        embeddings = embedding_file_tensors(parts.arch, new_tokens)
+        embedding_file = save_embedding_file(
             paths.lora / f"{config.artist}_emb.safetensors",
             arch=parts.arch,
-            embeddings=embedding_file_tensors(parts.arch, new_tokens),
-            metadata=metadata,
+            embeddings=embeddings,
+            metadata=for_file(metadata, embeddings, "embedding"),
         )
-    accelerator.print(f"saved {lora_file}")
+    write_model_card(
+        paths.lora,
+        metadata,
+        diffusers_file=lora_file.name,
+        kohya_file=kohya_file.name if kohya_file else None,
+        embedding_file=embedding_file.name if embedding_file else None,
+        sample_images=copy_latest_samples(paths.samples, paths.lora),
+    )
+    accelerator.print(f"saved {lora_file}" + (f" and {kohya_file.name}" if kohya_file else ""))
     return lora_file
