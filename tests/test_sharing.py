@@ -109,3 +109,13 @@ def test_model_card_header_parses_with_huggingface_hub(trained):
     assert metadata_load(trained / "README.md")["license"] == "other"
     for needed in ("load_lora_weights", "<lora:demo:", "LoraLoader", "## Limitations", "## Dataset", TOKEN):
         assert needed in card.text, needed
+
+
+def test_embedding_file_is_in_the_a1111_comfyui_layout(trained):
+    from safetensors.torch import load_file
+
+    tensors = load_file(trained / "demo_emb.safetensors")
+    assert list(tensors) == ["emb_params"] and tuple(tensors["emb_params"].shape) == (2, 32)
+    metadata = read_lora_metadata(trained / "demo_emb.safetensors")
+    assert metadata["modelspec.architecture"] == "stable-diffusion-v1/textual-inversion"
+    assert metadata["oeuvre.format"] == "embedding"
