@@ -137,7 +137,7 @@ def build_app(state: AppState):
     ):
         knobs = Knobs(None, None, steps, guidance, seed, size, prompt, negative)
         grid, tiles = sweep(state, name, file, strengths, scales, knobs, _progress_reporter(progress))
-        return str(grid), [str(p) for p in tiles]
+        return str(grid), [(str(p), p.stem) for p in tiles]
 
     @_page_errors
     def on_nearest(name, file, k):
@@ -187,7 +187,7 @@ def build_app(state: AppState):
                 scales = gr.Textbox("0.5,1.0", label="LoRA scales (comma-separated)")
             sweep_go = gr.Button("Sweep", variant="primary")
             grid = gr.Image(label="Grid", type="filepath", interactive=False)
-            tiles = gr.Gallery(label="Tiles")
+            tiles = gr.Gallery(label="Tiles", columns=6, height=300, object_fit="contain", preview=False)
 
         with gr.Tab("Nearest works"):
             gr.Markdown("The artist's works most like a photo (the evaluation's weights-free index).")
