@@ -58,13 +58,13 @@ class ComponentLora:
         ranks = {m: self.rank(m) for m in self.down}
         rank = max(set(ranks.values()), key=list(ranks.values()).count)
         alpha = max(set(self.alpha.values()), key=list(self.alpha.values()).count)
-        # Full-path patterns anchored by peft to the module name, so one pattern hits one module.
+        # Full module paths as patterns: peft matches them against the end of each module's name.
         return LoraConfig(
             r=rank,
             lora_alpha=alpha,
             target_modules=sorted(self.down),
-            rank_pattern={f"^{re.escape(m)}$": r for m, r in ranks.items() if r != rank},
-            alpha_pattern={f"^{re.escape(m)}$": a for m, a in self.alpha.items() if a != alpha},
+            rank_pattern={re.escape(m): r for m, r in ranks.items() if r != rank},
+            alpha_pattern={re.escape(m): a for m, a in self.alpha.items() if a != alpha},
         )
 
 
@@ -87,10 +87,11 @@ def split_components(tensors: Mapping[str, torch.Tensor]) -> dict[str, dict[str,
 
 
 def _pattern_value(patterns: Mapping[str, Any], module: str, default):
-    for pattern, value in patterns.items():
-        if re.search(rf"(^|\.){pattern}$", module) or re.fullmatch(pattern.strip("^$"), module):
-            return value
-    return default
+    """The value of the first peft pattern that matches `module`, by peft's own matching rule."""
+    from peft.utils.other import get_pattern_key
+
+    key = get_pattern_key(list(patterns), module)
+    return patterns.get(key, default)
 
 
 def _to_peft(state: Mapping[str, torch.Tensor], convert) -> dict[str, torch.Tensor]:
