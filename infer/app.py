@@ -175,6 +175,7 @@ def build_app(state: AppState):
                 height=360,
                 object_fit="contain",
                 preview=False,
+                fit_columns=False,  # one small result stays a thumbnail, not a page-wide blow-up
             )
 
         with gr.Tab("Sweep"):
@@ -187,7 +188,7 @@ def build_app(state: AppState):
                 scales = gr.Textbox("0.5,1.0", label="LoRA scales (comma-separated)")
             sweep_go = gr.Button("Sweep", variant="primary")
             grid = gr.Image(label="Grid", type="filepath", interactive=False)
-            tiles = gr.Gallery(label="Tiles", columns=6, height=300, object_fit="contain", preview=False)
+            tiles = gr.Gallery(label="Tiles", columns=6, height=300, object_fit="contain", fit_columns=False)
 
         with gr.Tab("Nearest works"):
             gr.Markdown("The artist's works most like a photo (the evaluation's weights-free index).")
