@@ -223,13 +223,17 @@ class Clip:
     name: str = field(init=False)
 
     def __post_init__(self) -> None:
-        from transformers import CLIPImageProcessor, CLIPVisionModelWithProjection
+        import transformers
+        from transformers import CLIPVisionModelWithProjection
+
+        # The PIL processor needs no torchvision (which would pull another torch).
+        processor_class = getattr(transformers, "CLIPImageProcessorPil", transformers.CLIPImageProcessor)
 
         folder = _local_or_hub(self.source, self.allow_download)
         if not any(Path(folder).glob("*.safetensors")):
             raise DescriptorUnavailable(f"{self.source}: no safetensors weights (pickles are never loaded)")
         try:
-            self.processor = CLIPImageProcessor.from_pretrained(folder)
+            self.processor = processor_class.from_pretrained(folder)
             self.model = CLIPVisionModelWithProjection.from_pretrained(folder, use_safetensors=True).eval()
         except (OSError, ValueError) as exc:
             raise DescriptorUnavailable(f"{self.source}: not a CLIP vision model ({exc})") from exc

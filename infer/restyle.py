@@ -52,6 +52,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--out", type=Path, help="output folder; default RUN_DIR/restyled or ./restyled")
     parser.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+    parser.add_argument(
+        "--reference",
+        choices=["none", "nearest"],
+        default="none",
+        help="nearest: add each input's nearest work of the artist (title/caption; image with --ip-adapter)",
+    )
+    parser.add_argument("--ip-adapter", help="IP-Adapter folder or hub id, used with --reference nearest")
+    parser.add_argument("--ip-adapter-weight", help="its weight file name (default: h94's for the arch)")
+    parser.add_argument("--ip-adapter-scale", type=float, default=1.0, help="scale on the style layers")
 
 
 # -- settings ------------------------------------------------------------------------------------
@@ -80,6 +89,11 @@ class Settings:
     dtype: str
     out: Path
     overwrite: bool
+    reference: str = "none"  # none | nearest (infer/reference.py)
+    run_dir: Path | None = None
+    ip_adapter: str | None = None
+    ip_adapter_weight: str | None = None
+    ip_adapter_scale: float = 1.0
 
 
 @dataclass(frozen=True)
@@ -157,6 +171,8 @@ def resolve_settings(args: argparse.Namespace) -> Settings:
     seed = pick(args.seed, config.seed)
     _check("--seed", seed, seed >= 0, "a seed >= 0")
     out = args.out or (run_dir / "restyled" if run_dir else Path("restyled"))
+    if getattr(args, "ip_adapter", None) and getattr(args, "reference", "none") != "nearest":
+        raise InputError(f"--ip-adapter {args.ip_adapter}: only used with --reference nearest")
     return Settings(
         base_model=str(base),
         lora_file=lora_file,
@@ -177,6 +193,11 @@ def resolve_settings(args: argparse.Namespace) -> Settings:
         dtype=pick(args.dtype, infer.dtype),
         out=Path(out),
         overwrite=args.overwrite,
+        reference=getattr(args, "reference", "none"),
+        run_dir=run_dir,
+        ip_adapter=getattr(args, "ip_adapter", None),
+        ip_adapter_weight=getattr(args, "ip_adapter_weight", None),
+        ip_adapter_scale=getattr(args, "ip_adapter_scale", 1.0),
     )
 
 
@@ -271,6 +292,12 @@ class Restyler:
                 pipe.unload_lora_weights()
         if settings.embedding_file is not None:
             load_embedding(pipe, settings.embedding_file, settings.trigger_token, self.arch)
+        if settings.ip_adapter and settings.reference == "nearest":
+            from infer.reference import load_style_ip_adapter
+
+            load_style_ip_adapter(
+                pipe, settings.ip_adapter, self.arch, settings.ip_adapter_weight, settings.ip_adapter_scale
+            )
         pipe.set_progress_bar_config(disable=True)
         self.pipe = pipe
         self.fused = settings.lora_file is not None and len(settings.scales) == 1
@@ -287,14 +314,15 @@ class Restyler:
         if self.settings.lora_file is not None and not self.fused:
             self.pipe.set_adapters([ADAPTER], adapter_weights=[scale])
 
-    def _prompt_embeds(self, scale: float) -> dict:
+    def _prompt_embeds(self, scale: float, prompt: str | None = None) -> dict:
         """Text embeddings once per scale (a text-encoder LoRA changes them), not once per call."""
-        if scale not in self._embeds:
+        prompt = self.settings.prompt if prompt is None else prompt
+        if (scale, prompt) not in self._embeds:
             pipe, s = self.pipe, self.settings
             cfg = s.guidance > 1
             if self.arch == "sdxl":
                 out = pipe.encode_prompt(
-                    s.prompt,
+                    prompt,
                     device=self.device,
                     do_classifier_free_guidance=cfg,
                     negative_prompt=s.negative_prompt,
@@ -302,19 +330,25 @@ class Restyler:
                 keys = ("prompt_embeds", "negative_prompt_embeds", "pooled_prompt_embeds")
                 keys += ("negative_pooled_prompt_embeds",)
             else:
-                out = pipe.encode_prompt(s.prompt, self.device, 1, cfg, negative_prompt=s.negative_prompt)
+                out = pipe.encode_prompt(prompt, self.device, 1, cfg, negative_prompt=s.negative_prompt)
                 keys = ("prompt_embeds", "negative_prompt_embeds")
-            self._embeds[scale] = {
+            self._embeds[scale, prompt] = {
                 key: value for key, value in zip(keys, out, strict=True) if value is not None
             }
-        return self._embeds[scale]
+        return self._embeds[scale, prompt]
 
-    def __call__(self, images: list, seeds: list[int], strength: float, scale: float) -> list:
+    def __call__(
+        self, images: list, seeds: list[int], strength: float, scale: float, prompt=None, reference=None
+    ) -> list:
+        """prompt: instead of the settings' one; reference: the IP-Adapter image (--reference nearest)."""
         import torch
 
         embeds = {
-            k: v.repeat(len(images), *([1] * (v.dim() - 1))) for k, v in self._prompt_embeds(scale).items()
+            k: v.repeat(len(images), *([1] * (v.dim() - 1)))
+            for k, v in self._prompt_embeds(scale, prompt).items()
         }
+        if reference is not None and self.settings.ip_adapter:
+            embeds["ip_adapter_image"] = [reference] * len(images)
         # CPU generators: the same seed gives the same noise on any device and in any process.
         generators = [torch.Generator("cpu").manual_seed(seed) for seed in seeds]
         with torch.inference_mode():
@@ -387,9 +421,13 @@ def write_output(path: Path, image, record: dict[str, Any]) -> None:
 
 
 def describe(
-    restyler: Restyler, job: Job, size: tuple[int, int], out_size: tuple[int, int]
+    restyler: Restyler, job: Job, size: tuple[int, int], out_size: tuple[int, int], prompt=None
 ) -> dict[str, Any]:
     s = restyler.settings
+    if prompt is not None:  # --reference nearest: this input's own prompt
+        from dataclasses import replace
+
+        s = replace(s, prompt=prompt)
     lora_name = s.lora_file.stem if s.lora_file else None
     fields = {
         "Steps": s.steps,
@@ -445,6 +483,13 @@ def run(args: argparse.Namespace) -> int:
     tag = f"[{state.process_index}/{state.num_processes}] " if state.num_processes > 1 else ""
 
     restyler = Restyler(settings, device)
+    references = {}
+    if settings.reference == "nearest":
+        from infer.reference import nearest_references, reference_prompt
+
+        references = nearest_references(settings.run_dir, my_inputs, "weights-free")
+        for path, ref in references.items():
+            print(f"{tag}{path}: nearest work {ref.work.id} ({ref.similarity:.3f}) {ref.work.label}")
     pictures, skipped = {}, []
     for path in my_inputs:
         try:
@@ -464,10 +509,18 @@ def run(args: argparse.Namespace) -> int:
             for job in (j for j in my_jobs if j.scale == scale and j.strength == strength):
                 by_size[pictures[job.input][0].size].append(job)
             for size, group in by_size.items():
-                for start in range(0, len(group), settings.batch_size):
-                    batch = group[start : start + settings.batch_size]
+                batch_size = 1 if references else settings.batch_size  # each input its own prompt
+                for start in range(0, len(group), batch_size):
+                    batch = group[start : start + batch_size]
+                    ref = references.get(batch[0].input)
+                    prompt = reference_prompt(settings.prompt, ref.work) if ref else None
                     images = restyler(
-                        [pictures[j.input][0] for j in batch], [j.seed for j in batch], strength, scale
+                        [pictures[j.input][0] for j in batch],
+                        [j.seed for j in batch],
+                        strength,
+                        scale,
+                        prompt,
+                        ref.image() if ref and settings.ip_adapter else None,
                     )
                     for job, image in zip(batch, images, strict=True):
                         original = pictures[job.input][1]
@@ -475,11 +528,10 @@ def run(args: argparse.Namespace) -> int:
                             from PIL import Image
 
                             image = image.resize(original, Image.Resampling.LANCZOS)
-                        write_output(
-                            settings.out / job.filename(has_lora),
-                            image,
-                            describe(restyler, job, size, image.size),
-                        )
+                        record = describe(restyler, job, size, image.size, prompt)
+                        if ref:
+                            record["reference"] = {"work": ref.work.id, "similarity": ref.similarity}
+                        write_output(settings.out / job.filename(has_lora), image, record)
                         results[job] = image
                         written += 1
     if settings.sweep:
