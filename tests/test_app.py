@@ -114,6 +114,41 @@ def test_restyle_returns_a_png_whose_parameters_hold_the_seed_and_strength(clien
     assert fields["loras"] == [("demo", 0.8)]
 
 
+def test_two_users_at_once_are_queued_and_both_served(client, photos):
+    from gradio_client import handle_file
+
+    jobs = [
+        client.submit(
+            "demo",
+            [handle_file(str(photos["good"]))],
+            0.5,
+            0.8,
+            4,
+            5.0,
+            seed,
+            64,
+            "",
+            "",
+            api_name="/restyle",
+        )
+        for seed in (11, 12)
+    ]
+    seeds = [parse_parameters(read_parameters(job.result()[0][0]["image"]))["Seed"] for job in jobs]
+    assert seeds == ["11", "12"]
+
+
+def test_make_app_serves_the_runs_folder():
+    import subprocess
+
+    from conftest import REPO
+
+    result = subprocess.run(
+        ["make", "-C", str(REPO), "-n", "app", "ARGS=--port 8000"], capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stderr
+    assert "-m infer app --runs runs --port 8000" in result.stdout
+
+
 def test_bad_upload_is_a_message_and_the_next_request_still_succeeds(client, photos):
     from gradio_client.exceptions import AppError
 
