@@ -168,6 +168,7 @@ class WeightsFree:
 
     note: str = ""
     name: str = WEIGHTS_FREE
+    version: str = "2"  # bump when the recipe changes: saved indexes of older vectors are rebuilt
     weights: tuple[float, float, float, float] = (0.3, 1.0, 1.0, 1.0)
 
     def embed_one(self, image: Image.Image) -> np.ndarray:

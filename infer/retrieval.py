@@ -83,7 +83,9 @@ class ArtistIndex:
         matrix_file, ids_file = self.files
         ids = [w.id for w in self.works]
         saved = json.loads(ids_file.read_text()) if ids_file.is_file() and matrix_file.is_file() else None
-        if saved and not rebuild and saved.get("ids") == ids and saved.get("descriptor") == descriptor.name:
+        # The descriptor's version too: a changed recipe under the same name must not reuse old vectors.
+        key = {"descriptor": descriptor.name, "version": getattr(descriptor, "version", "")}
+        if saved and not rebuild and saved.get("ids") == ids and {k: saved.get(k) for k in key} == key:
             self.vectors = load_file(str(matrix_file))["embeddings"]
             self.built = False
         else:
@@ -94,7 +96,7 @@ class ArtistIndex:
             tmp.replace(matrix_file)  # the matrix first, then the ids that vouch for it
             atomic_write_text(
                 ids_file,
-                json.dumps({"descriptor": descriptor.name, "ids": ids}, indent=1) + "\n",
+                json.dumps({**key, "ids": ids}, indent=1) + "\n",
             )
             self.built = True
 

@@ -38,6 +38,7 @@ class Brightness:
 
     name: str = "brightness"
     note: str = ""
+    version: str = "1"
     calls: int = 0
 
     def embed(self, images):
@@ -83,6 +84,12 @@ def test_index_is_rebuilt_when_the_works_change(greys):
     _write_split(greys, "holdout", {"g200.png": _grey(200)})
     again = ArtistIndex(greys, Brightness())
     assert again.built and "holdout/g200.png" in [w.id for w in again.works]
+
+
+def test_index_is_rebuilt_when_the_descriptor_version_changes(greys):
+    ArtistIndex(greys, Brightness())
+    again = ArtistIndex(greys, Brightness(version="2"))
+    assert again.built
 
 
 def test_dataset_without_works_is_an_error_naming_it(tmp_path):
