@@ -1,0 +1,34 @@
+"""The demo pipeline end to end, at its quick settings, as `make demo` runs it."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+from conftest import REPO
+
+
+@pytest.mark.slow
+def test_quick_demo_runs_every_step_and_writes_every_output(tmp_path):
+    run = tmp_path / "demo"
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(REPO)}
+    done = subprocess.run(
+        [sys.executable, "-m", "oeuvre.demo", "--out", str(run), "--quick"],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
+    assert "not built yet" not in done.stdout
+    for split in ("train", "holdout"):
+        assert (run / "dataset" / split / "metadata.jsonl").is_file()
+    assert list((run / "lora").glob("*.kohya.safetensors"))
+    assert (run / "lora" / "README.md").is_file()
+    assert list((run / "restyled").glob("*.png"))
+    assert list((run / "restyled" / "sweep").glob("*grid*.png"))
+    assert (run / "report" / "index.html").is_file()
+    assert list((run / "samples").glob("*.png")) and list((run / "logs").rglob("events.out.tfevents*"))
