@@ -295,7 +295,8 @@ class Csd:
     def embed(self, images: Sequence[Image.Image]) -> np.ndarray:
         import torch
 
-        pixels = torch.stack([_clip_pixels(image) for image in images])
+        side = self.model.config.image_size  # 224 for CSD's ViT-L/14
+        pixels = torch.stack([_clip_pixels(image, side) for image in images])
         with torch.no_grad():
             pooled = self.model(pixel_values=pixels).pooler_output
             features = pooled @ self.proj
@@ -362,7 +363,8 @@ def _csd_model(state: dict):
         for a, b in pairs.items():
             mapped[dst + b + ".weight"] = state[src + a + ".weight"]
             mapped[dst + b + ".bias"] = state[src + a + ".bias"]
-    model = CLIPVisionModel(config).vision_model.eval()
+    model = CLIPVisionModel(config).eval()
+    model = getattr(model, "vision_model", model)  # transformers 5 flattened the wrapper
     missing, unexpected = model.load_state_dict(mapped, strict=False)
     if missing or unexpected:
         raise DescriptorUnavailable(f"CSD backbone does not fit CLIP ViT: missing {missing[:3]}")

@@ -80,3 +80,84 @@ def test_van_gogh_holdout_is_nearer_van_gogh_training_than_other_artists():
         margins[held_out.name] = float(own - foreign)
     print(f"van Gogh margins (weights-free): {margins}; smallest {min(margins.values()):.3f}")
     assert min(margins.values()) > 0, margins
+
+
+def _tiny_clip(folder: Path) -> Path:
+    import transformers
+    from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
+
+    config = CLIPVisionConfig(
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        image_size=32,
+        patch_size=8,
+        projection_dim=16,
+    )
+    CLIPVisionModelWithProjection(config).save_pretrained(folder)
+    processor = getattr(transformers, "CLIPImageProcessorPil", transformers.CLIPImageProcessor)
+    processor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}).save_pretrained(folder)
+    return folder
+
+
+def test_clip_descriptor_from_a_local_folder_gives_unit_projected_embeddings(tmp_path):
+    descriptor = load_descriptor(f"clip:{_tiny_clip(tmp_path / 'clip')}")
+    assert descriptor.name.startswith("clip:") and not descriptor.note
+    vectors = descriptor.embed([Image.new("RGB", (40, 30), (200, 30, 30)), Image.new("RGB", (30, 30))])
+    assert vectors.shape == (2, 16) and np.allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
+
+
+def _openai_vit_state(width: int = 64, layers: int = 1, patch: int = 8, grid: int = 2) -> dict:
+    """Random tensors in CSD's checkpoint layout (OpenAI CLIP ViT under backbone.*, then the heads)."""
+    import torch
+
+    g = torch.Generator().manual_seed(0)
+
+    def rand(*shape):
+        return torch.randn(*shape, generator=g) * 0.02
+
+    state = {
+        "backbone.conv1.weight": rand(width, 3, patch, patch),
+        "backbone.class_embedding": rand(width),
+        "backbone.positional_embedding": rand(grid * grid + 1, width),
+        "backbone.ln_pre.weight": torch.ones(width),
+        "backbone.ln_pre.bias": torch.zeros(width),
+        "backbone.ln_post.weight": torch.ones(width),
+        "backbone.ln_post.bias": torch.zeros(width),
+        "backbone.proj": rand(width, 16),
+        "last_layer_style": rand(16, 8),
+        "last_layer_content": rand(16, 8),
+    }
+    for i in range(layers):
+        p = f"backbone.transformer.resblocks.{i}."
+        state |= {
+            p + "attn.in_proj_weight": rand(3 * width, width),
+            p + "attn.in_proj_bias": rand(3 * width),
+            p + "attn.out_proj.weight": rand(width, width),
+            p + "attn.out_proj.bias": rand(width),
+            p + "ln_1.weight": torch.ones(width),
+            p + "ln_1.bias": torch.zeros(width),
+            p + "ln_2.weight": torch.ones(width),
+            p + "ln_2.bias": torch.zeros(width),
+            p + "mlp.c_fc.weight": rand(4 * width, width),
+            p + "mlp.c_fc.bias": rand(4 * width),
+            p + "mlp.c_proj.weight": rand(width, 4 * width),
+            p + "mlp.c_proj.bias": rand(width),
+        }
+    return state
+
+
+def test_csd_checkpoint_converted_with_weights_only_gives_style_embeddings(tmp_path):
+    import torch
+
+    from infer.descriptors import convert_csd_checkpoint
+
+    torch.save(
+        {"model_state_dict": {f"module.{k}": v for k, v in _openai_vit_state().items()}}, tmp_path / "c.pth"
+    )
+    converted = convert_csd_checkpoint(tmp_path / "c.pth", tmp_path / "csd.safetensors")
+    descriptor = load_descriptor(f"csd:{converted}")
+    assert descriptor.name == "csd:csd.safetensors" and not descriptor.note
+    vectors = descriptor.embed([Image.new("RGB", (40, 30), (200, 30, 30)), Image.new("RGB", (30, 30))])
+    assert vectors.shape == (2, 8) and np.allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
