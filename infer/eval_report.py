@@ -234,6 +234,12 @@ def render_html(data: dict) -> str:
         else ""
     )
     notes = "".join(f'<p class="note">{esc(n)}</p>' for n in data["notes"])
+    learned = (
+        "<p>Learned descriptors: none here (add <code>--descriptor clip[:MODEL]</code> or "
+        "<code>--descriptor csd:FILE.safetensors</code> where their weights are available).</p>"
+        if descriptors == [WEIGHTS_FREE]
+        else ""
+    )
     plots = "".join(f'<img class="plot" src="{p}" alt="{esc(p)}">' for p in data["plots"])
     return f"""<!doctype html>
 <html><head><meta charset="utf-8"><title>oeuvre evaluation: {esc(data["run"])}</title>
@@ -256,7 +262,7 @@ cross-correlation over crops and scales; COPY marks a flagged pair. Content kept
 edges against the content image. Base {esc(s["base_model"])}, LoRA scale {s["lora_scale"]:g},
 {s["steps"]} steps, {s["size_px"]} px, seed {s["seed"]}, prompt “{esc(s["prompt"])}”.</p>
 {notes}
-{"" if WEIGHTS_FREE in descriptors else ""}
+{learned}
 <h2>Means</h2>
 <table><tr><th>column</th><th>n</th>{"".join(f"<th>style [{esc(d)}]</th>" for d in descriptors)}
 <th>content kept</th><th>copies</th></tr>{mean_rows}</table>
