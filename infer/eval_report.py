@@ -135,7 +135,7 @@ def write_report(
     for (_, _), result in cells.items():
         for key in ("nearest_holdout", "copy"):
             work = works[result[key]["id"]]
-            result[key]["image"] = f"works/{_name(work.id)}.png"
+            result[key]["image"] = f"works/{_name(work.id.rsplit('.', 1)[0])}.png"
             target = report / result[key]["image"]
             if not target.exists():
                 with Image.open(work.path) as opened:
