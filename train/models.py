@@ -62,7 +62,7 @@ def load_components(base_model: str) -> Components:
     return Components(arch, pipe, noise_scheduler)
 
 
-def unet_lora_config(cfg: TrainConfig):
+def lora_config(cfg: TrainConfig, target_modules: list[str]):
     from peft import LoraConfig
 
     return LoraConfig(
@@ -70,22 +70,17 @@ def unet_lora_config(cfg: TrainConfig):
         lora_alpha=cfg.lora_alpha,
         lora_dropout=cfg.lora_dropout,
         init_lora_weights="gaussian",
-        target_modules=list(cfg.lora_target_modules),
+        target_modules=target_modules,
         use_dora=cfg.use_dora,
     )
+
+
+def unet_lora_config(cfg: TrainConfig):
+    return lora_config(cfg, list(cfg.lora_target_modules))
 
 
 def text_encoder_lora_config(cfg: TrainConfig):
-    from peft import LoraConfig
-
-    return LoraConfig(
-        r=cfg.lora_rank,
-        lora_alpha=cfg.lora_alpha,
-        lora_dropout=cfg.lora_dropout,
-        init_lora_weights="gaussian",
-        target_modules=TEXT_ENCODER_TARGETS,
-        use_dora=cfg.use_dora,
-    )
+    return lora_config(cfg, TEXT_ENCODER_TARGETS)
 
 
 def add_lora_adapters(components: Components, cfg: TrainConfig) -> None:
