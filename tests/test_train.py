@@ -322,9 +322,9 @@ def test_two_process_run_on_cpu(tiny_bases, run_dir):
         sys.executable,
         "-m",
         "accelerate.commands.launch",
+        "--multi_gpu",
         "--num_processes",
         "2",
-        "--cpu",
         "--main_process_port",
         str(port),
         "-m",
@@ -340,6 +340,7 @@ def test_two_process_run_on_cpu(tiny_bases, run_dir):
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
     result = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
+    assert "training on 2 process(es)" in result.stdout
     assert (RunPaths(run_dir).lora / "demo.safetensors").is_file()
     assert [p.name for p in checkpoints.complete_checkpoints(RunPaths(run_dir).checkpoints)] == ["step-2"]
 
