@@ -53,6 +53,8 @@ def measure(variant: str, size: str, steps: int, resolution: int) -> dict:
         module.requires_grad_(False)
     parts = Components("sd15", pipe, DDPMScheduler.from_config(pipe.scheduler.config))
     add_lora_adapters(parts, config.train)
+    if variant == "ours":
+        parts.unet.to(memory_format=torch.channels_last)  # as the recipe does
     images = ArtistImages(bench_rows(resolution), make_buckets(resolution), "bench")
     encode = prompt_encoder(parts, torch.device("cpu"))
     cache = None

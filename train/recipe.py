@@ -160,7 +160,8 @@ def run(config: Config) -> Path:
         )
     add_lora_adapters(parts, cfg)
     trained_encoders = trainable_text_encoders(parts)
-    parts.unet.to(accelerator.device, weight_dtype)
+    # channels_last: oneDNN (CPU) and cuDNN (GPU) convolutions run faster in it (same maths, other layout).
+    parts.unet.to(accelerator.device, weight_dtype, memory_format=torch.channels_last)
     parts.vae.to(
         accelerator.device, torch.float32
     )  # the SDXL VAE overflows in fp16; it mostly runs once anyway
