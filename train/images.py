@@ -6,7 +6,9 @@ metadata.jsonl) through `datasets`, one split at a time."""
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -25,10 +27,16 @@ class DatasetError(OeuvreError):
 
 @dataclass
 class Example:
-    image: Image.Image
     caption: str
     key: str  # content hash: names its cached latents
     bucket: tuple[int, int]
+    size: tuple[int, int]  # (width, height) from the metadata, known without decoding
+    load: Callable[[], Image.Image]
+
+    @cached_property
+    def image(self) -> Image.Image:
+        """Decoded on first use only: a step whose latents are cached never decodes its image."""
+        return self.load()
 
 
 class ArtistImages:
@@ -90,7 +98,8 @@ class ArtistImages:
 
     def example(self, index: int, bucket: tuple[int, int] | None = None) -> Example:
         row = self.rows[index]
-        return Example(row["load"](), row["text"], row["sha256"], bucket or self.bucket_of[index])
+        bucket = bucket or self.bucket_of[index]
+        return Example(row["text"], row["sha256"], bucket, (row["width"], row["height"]), row["load"])
 
 
 def _open(path: Path) -> Image.Image:

@@ -314,9 +314,9 @@ def make_batch(indices, train_set, class_set, cfg: TrainConfig, cache, generator
             pixels.append(tensor)
         else:
             dists.append(cached)
-            top, left = center_crop_corner(example.image.size, example.bucket)
+            top, left = center_crop_corner(example.size, example.bucket)
         width, height = example.bucket
-        time_ids.append(torch.tensor([example.image.height, example.image.width, top, left, height, width]))
+        time_ids.append(torch.tensor([example.size[1], example.size[0], top, left, height, width]))
     return Batch(
         captions=captions,
         latent_dists=torch.stack(dists) if len(dists) == len(examples) else None,
