@@ -76,3 +76,19 @@ def make_random_embedding(arch: str, out: Path, *, num_tokens: int = 2, seed: in
     return save_embedding_file(
         out, arch=arch, embeddings=embeddings, metadata={"oeuvre.trigger_token": "<tiny>"}
     )
+
+
+def img2img_np(pipe, prompt: str = "a harbour"):
+    """A fixed 2-step img2img of a flat colour: the same call before and after loading a LoRA."""
+    from PIL import Image
+
+    out = pipe(
+        prompt,
+        image=Image.new("RGB", (64, 64), (180, 90, 40)),
+        strength=0.8,
+        num_inference_steps=2,
+        guidance_scale=1.0,
+        generator=torch.Generator().manual_seed(0),
+        output_type="np",
+    )
+    return out.images[0]

@@ -8,8 +8,7 @@ import pickle
 import numpy as np
 import pytest
 import torch
-from lora_helpers import make_random_embedding, make_random_lora
-from PIL import Image
+from lora_helpers import img2img_np, make_random_embedding, make_random_lora
 
 from infer.base_model import load_img2img_pipeline
 from infer.lora_files import (
@@ -20,20 +19,6 @@ from infer.lora_files import (
     read_lora_metadata,
     save_lora_file,
 )
-
-
-def _img2img(pipe, prompt="a harbour"):
-    image = Image.new("RGB", (64, 64), (180, 90, 40))
-    out = pipe(
-        prompt,
-        image=image,
-        strength=0.8,
-        num_inference_steps=2,
-        guidance_scale=1.0,
-        generator=torch.Generator().manual_seed(0),
-        output_type="np",
-    )
-    return out.images[0]
 
 
 def test_lora_file_keeps_our_metadata_and_diffusers_adapter_metadata(tiny_loras):
@@ -49,13 +34,13 @@ def test_lora_file_keeps_our_metadata_and_diffusers_adapter_metadata(tiny_loras)
 def test_diffusers_loads_lora_with_alpha_not_rank_and_it_changes_the_image(tiny_bases, tmp_path, arch):
     lora = make_random_lora(tiny_bases[arch], arch, tmp_path / "l.safetensors", text_encoder=True)
     pipe = load_img2img_pipeline(str(tiny_bases[arch]))
-    plain = _img2img(pipe)
+    plain = img2img_np(pipe)
     pipe.load_lora_weights(str(lora), adapter_name="style")
     components = ["unet", "text_encoder"] + (["text_encoder_2"] if arch == "sdxl" else [])
     for name in components:
         config = getattr(pipe, name).peft_config["style"]
         assert (config.r, config.lora_alpha) == (4, 8.0), name  # alpha survived, not reset to the rank
-    styled = _img2img(pipe)
+    styled = img2img_np(pipe)
     assert np.abs(styled - plain).mean() > 1e-3  # the LoRA did something: not loaded as nothing
 
 

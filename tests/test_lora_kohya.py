@@ -8,8 +8,7 @@ import re
 import numpy as np
 import pytest
 import torch
-from lora_helpers import TEXT_TARGETS, UNET_TARGETS, make_random_lora
-from PIL import Image
+from lora_helpers import TEXT_TARGETS, UNET_TARGETS, img2img_np, make_random_lora
 from safetensors.torch import load_file
 
 from infer.base_model import load_img2img_pipeline
@@ -17,19 +16,6 @@ from infer.lora_files import read_lora_metadata
 from infer.lora_tools import load_lora, save_lora
 
 RANK, ALPHA = 4, 8.0  # alpha != rank: a converter that writes alpha = rank halves the strength
-
-
-def _img2img(pipe):
-    out = pipe(
-        "a harbour, <tiny>",
-        image=Image.new("RGB", (64, 64), (180, 90, 40)),
-        strength=0.8,
-        num_inference_steps=2,
-        guidance_scale=1.0,
-        generator=torch.Generator().manual_seed(0),
-        output_type="np",
-    )
-    return out.images[0]
 
 
 def _both_files(base, arch, folder, text_encoder):
@@ -45,15 +31,15 @@ def _both_files(base, arch, folder, text_encoder):
 def test_kohya_file_gives_the_same_image_as_the_diffusers_file(tiny_bases, tmp_path, arch, text_encoder):
     diffusers_file, kohya_file = _both_files(tiny_bases[arch], arch, tmp_path, text_encoder)
     pipe = load_img2img_pipeline(str(tiny_bases[arch]))
-    plain = _img2img(pipe)
+    plain = img2img_np(pipe, "a harbour, <tiny>")
     pipe.load_lora_weights(str(diffusers_file))
-    from_diffusers = _img2img(pipe)
+    from_diffusers = img2img_np(pipe, "a harbour, <tiny>")
     pipe.unload_lora_weights()
     pipe.load_lora_weights(str(kohya_file))  # diffusers converts the kohya keys itself
     if text_encoder:
         for name in ["text_encoder"] + (["text_encoder_2"] if arch == "sdxl" else []):
             assert getattr(pipe, name).peft_config, f"{name} LoRA silently dropped"
-    from_kohya = _img2img(pipe)
+    from_kohya = img2img_np(pipe, "a harbour, <tiny>")
     largest = float(np.abs(from_kohya - from_diffusers).max())
     print(f"{arch} text_encoder={text_encoder}: largest pixel difference kohya vs diffusers {largest:.2e}")
     assert largest <= 1e-5
@@ -67,10 +53,12 @@ def test_text_encoder_lora_changes_the_image_beyond_the_unet_lora(tiny_bases, tm
     _, with_te_kohya = _both_files(tiny_bases["sd15"], "sd15", tmp_path / "te", True)
     pipe = load_img2img_pipeline(str(tiny_bases["sd15"]))
     pipe.load_lora_weights(str(unet_only))
-    a = _img2img(pipe)
+    a = img2img_np(pipe, "a harbour, <tiny>")
     pipe.unload_lora_weights()
     pipe.load_lora_weights(str(with_te_kohya))
-    assert np.abs(_img2img(pipe) - a).mean() > 1e-4  # same UNet seed: the difference is the text encoder
+    assert (
+        np.abs(img2img_np(pipe, "a harbour, <tiny>") - a).mean() > 1e-4
+    )  # same UNet seed: the difference is the text encoder
 
 
 @pytest.mark.parametrize("arch", ["sd15", "sdxl"])
