@@ -71,7 +71,37 @@ def bench_train(repeats: int, full: bool) -> dict:
             "plain_peak_rss_mb": run["plain_peak_rss_mb"],
             "ours_peak_rss_mb": run["ours_peak_rss_mb"],
         }
+    if cuda_available():
+        results.update(bench_train_gpu())
     return {"goal_speedup": 1.5, **results}
+
+
+def cuda_available() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def bench_train_gpu() -> dict:
+    """Our step on the GPU at the sizes people train at: it/s, peak VRAM and MFU (FLOPs counted)."""
+    results = {}
+    for arch, extra in (("sd15", []), ("sdxl", ["--gradient-checkpointing"])):
+        run = run_json(
+            ["-m", "train.bench", "--device", "cuda", "--arch", arch, "--size", "full"]
+            + ["--flops", "--ours-only", *extra]
+        )
+        results[f"cuda_{arch}_{run['resolution_px']}px"] = {
+            "device": run["ours_device_name"],
+            "dtype": run["spec"]["dtype"],
+            "gradient_checkpointing": run["spec"]["gradient_checkpointing"],
+            "it_per_s": spread([1 / s for s in run["ours_step_s"]]),
+            "peak_vram_gib": run["ours_peak_vram_gib"],
+            "tflops_per_step": round(run["ours_flops_per_step"] / 1e12, 2),
+            "mfu": run["ours_mfu"],
+        }
+    sdxl = next(v for k, v in results.items() if k.startswith("cuda_sdxl"))
+    sdxl["goal_vram_gib"] = 12
+    return results
 
 
 def bench_restyle(repeats: int, full: bool) -> dict:
@@ -119,7 +149,7 @@ def markdown(results: dict) -> str:
         "|---|---|---|---|---|",
     ]
     for label, row in results["train"].items():
-        if isinstance(row, dict):
+        if isinstance(row, dict) and not label.startswith("cuda_"):
             lines.append(
                 f"| train step, {label} (s/step, median) | {row['plain_s_per_step']['median']} | "
                 f"{row['ours_s_per_step']['median']} | "
@@ -128,6 +158,15 @@ def markdown(results: dict) -> str:
             lines.append(
                 f"| train peak RSS, {label} (MB) | {row['plain_peak_rss_mb']} | "
                 f"{row['ours_peak_rss_mb']} | | |"
+            )
+    for label, row in results["train"].items():
+        if label.startswith("cuda_"):
+            mfu = "n/a (unknown peak)" if row["mfu"] is None else f"{row['mfu']:.1%}"
+            lines.append(
+                f"| train on {row['device']}, {label} ({row['dtype']}"
+                f"{', grad. checkpointing' if row['gradient_checkpointing'] else ''}) | | "
+                f"{row['it_per_s']['median']} it/s, {row['peak_vram_gib']} GiB peak, MFU {mfu} | | "
+                f"{'≤ 12 GiB' if 'goal_vram_gib' in row else ''} |"
             )
     for label, row in results["restyle"].items():
         if isinstance(row, dict):

@@ -31,3 +31,60 @@ def test_quick_bench_writes_parseable_results(tmp_path):
     assert results["machine"]["versions"]["torch"]
     table = (tmp_path / "bench/RESULTS.md").read_text()
     assert "train step, tiny_sd15_64px" in table and "restyle, tiny_sd15_64px" in table
+
+
+def test_flop_count_matches_a_matmul_and_mfu_uses_the_device_peak():
+    import torch
+
+    from train.flops import count_flops, mfu, peak_tflops
+
+    a, b = torch.randn(64, 128), torch.randn(128, 32)
+    assert count_flops(lambda: a @ b) == 2 * 64 * 128 * 32
+    assert peak_tflops("NVIDIA H100 80GB HBM3", "bf16") == 989.4
+    assert peak_tflops("NVIDIA H100 PCIe", "bf16") == 756.0  # not the SXM figure
+    assert peak_tflops("NVIDIA H200", "fp32") == 494.7
+    assert peak_tflops("Some Future GPU", "bf16") is None
+    assert mfu(10**12, 2.0, 1.0) == 0.5
+    assert mfu(10**12, 2.0, None) is None
+
+
+@pytest.mark.parametrize("arch", ["sd15", "sdxl"])
+def test_train_bench_counts_the_work_the_caches_remove(arch):
+    from train.bench import BenchSpec, measure
+
+    spec = BenchSpec(arch=arch, size="tiny", resolution=64, steps=1, flops=True, peak_tflops=1.0)
+    plain, ours = measure("plain", spec), measure("ours", spec)
+    # The plain loop also VAE-encodes and text-encodes each step; ours reads both from the caches.
+    assert 0 < ours["flops_per_step"] < plain["flops_per_step"]
+    assert ours["mfu"] == pytest.approx(ours["flops_per_step"] / ours["s_per_step"] / 1e12)
+    assert ours["it_per_s"] == pytest.approx(1 / ours["s_per_step"])
+
+
+def test_bench_table_shows_gpu_training_rows():
+    from oeuvre.bench import markdown
+
+    gpu_row = {
+        "device": "NVIDIA H100 80GB HBM3",
+        "dtype": "bf16",
+        "gradient_checkpointing": True,
+        "it_per_s": {"min": 1.9, "median": 2.0, "n": 10},
+        "peak_vram_gib": 11.2,
+        "tflops_per_step": 80.0,
+        "mfu": 0.41,
+        "goal_vram_gib": 12,
+    }
+    results = {
+        "quick": False,
+        "wall_s": 1.0,
+        "machine": {"platform": "linux", "cpu_count": 16, "versions": {"torch": "2"}},
+        "train": {"goal_speedup": 1.5, "cuda_sdxl_1024px": gpu_row},
+        "restyle": {"goal_ratio": 1.3},
+        "curation": {
+            "images": 1,
+            "curation_images_per_s": {"min": 1, "median": 1},
+            "near_duplicate_search_s": {},
+        },
+    }
+    table = markdown(results)
+    assert "cuda_sdxl_1024px" in table and "2.0 it/s, 11.2 GiB peak, MFU 41.0%" in table
+    assert "≤ 12 GiB" in table

@@ -1,13 +1,16 @@
-"""`python -m train.bench [--size tiny|full] [--steps N]`: our training step against a plain loop.
+"""`python -m train.bench [--size tiny|full] [--arch sd15|sdxl] [--device cpu|cuda] [--steps N]`:
+our training step against a plain loop, and on a GPU its it/s, peak VRAM and MFU.
 
 The plain loop does what diffusers' train_dreambooth_lora.py does each step: VAE-encode the pixels
 and text-encode the captions every time. Ours takes cached latents and cached prompt embeddings.
 Both run the same LoRA, data, settings and optimiser step; each variant runs in its own process so
-its peak RSS is its own. Prints one JSON object."""
+its peak memory is its own. `--flops` also counts one step's FLOPs (forward and backward) with
+torch's FlopCounterMode, for MFU against the device's peak (train/flops.py). Prints one JSON object."""
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import resource
 import statistics
@@ -15,16 +18,33 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
 from PIL import Image
 
-BENCH_SETTINGS = {"tiny": (64, 8), "full": (256, 3)}  # resolution px, timed steps
+BENCH_SETTINGS = {"tiny": (64, 8), "full": (256, 3)}  # CPU: resolution px, timed steps
+GPU_SETTINGS = {"sd15": (512, 10), "sdxl": (1024, 10)}  # what the issue asks on a GPU
+GIB = 2**30
 
 
-def measure(variant: str, size: str, steps: int, resolution: int) -> dict:
+@dataclass(frozen=True)
+class BenchSpec:
+    arch: str = "sd15"
+    size: str = "tiny"
+    resolution: int = 64
+    steps: int = 8
+    device: str = "cpu"
+    dtype: str = "fp32"
+    gradient_checkpointing: bool = False
+    flops: bool = False
+    peak_tflops: float | None = None
+
+
+def measure(variant: str, spec: BenchSpec) -> dict:
     from diffusers import DDPMScheduler
+    from diffusers.training_utils import cast_training_params
 
     from infer.tiny_base import build_pipeline
     from oeuvre.config import PROJECT_CONFIGS, load_config
@@ -44,19 +64,32 @@ def measure(variant: str, size: str, steps: int, resolution: int) -> dict:
     )
 
     torch.manual_seed(0)
+    device = torch.device(spec.device)
+    weight_dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(spec.dtype, torch.float32)
     work = Path(tempfile.mkdtemp(prefix="oeuvre-bench-"))
-    overrides = [f"output_dir={work}", f"train.resolution_px={resolution}", "train.pivotal_tuning=false"]
+    overrides = [f"output_dir={work}", f"train.resolution_px={spec.resolution}", "train.pivotal_tuning=false"]
     config = load_config(PROJECT_CONFIGS / "demo.yaml", overrides)
-    pipe = build_pipeline("sd15", size, seed=0)
+    pipe = build_pipeline(spec.arch, spec.size, seed=0)
     pipe.set_progress_bar_config(disable=True)
-    for module in (pipe.unet, pipe.vae, pipe.text_encoder):
+    for module in (
+        pipe.unet,
+        pipe.vae,
+        *[m for m in (pipe.text_encoder, getattr(pipe, "text_encoder_2", None)) if m],
+    ):
         module.requires_grad_(False)
-    parts = Components("sd15", pipe, DDPMScheduler.from_config(pipe.scheduler.config))
+    parts = Components(spec.arch, pipe, DDPMScheduler.from_config(pipe.scheduler.config))
     add_lora_adapters(parts, config.train)
-    if variant == "ours":
-        parts.unet.to(memory_format=torch.channels_last)  # as the recipe does
-    images = ArtistImages(bench_rows(resolution), make_buckets(resolution), "bench")
-    encode = prompt_encoder(parts, torch.device("cpu"))
+    # As the recipe places them: frozen weights in the training dtype, LoRA weights in fp32.
+    layout = torch.channels_last if variant == "ours" else torch.contiguous_format
+    parts.unet.to(device, weight_dtype, memory_format=layout)
+    parts.vae.to(device, torch.float32)
+    for encoder in parts.text_encoders:
+        encoder.to(device, weight_dtype)
+    cast_training_params([parts.unet], dtype=torch.float32)
+    if spec.gradient_checkpointing:
+        parts.unet.enable_gradient_checkpointing()
+    images = ArtistImages(bench_rows(spec.resolution), make_buckets(spec.resolution), "bench")
+    encode = prompt_encoder(parts, device)
     cache = None
     if variant == "ours":
         encode = batch_of(PromptCache(encode))
@@ -65,29 +98,59 @@ def measure(variant: str, size: str, steps: int, resolution: int) -> dict:
             example = images.example(index)
             batch = make_batch([index], images, None, config.train, None, torch.Generator())
             with torch.no_grad():
-                cache.put(
-                    example.key, example.bucket, parts.vae.encode(batch.pixels).latent_dist.parameters[0]
-                )
+                dists = parts.vae.encode(batch.pixels.to(device)).latent_dist.parameters[0]
+            cache.put(example.key, example.bucket, dists.cpu())
     weights = timestep_weights(config.train, parts.noise_scheduler.config.num_train_timesteps)
-    step = Step(parts, config.train, encode, weights, torch.device("cpu"), torch.float32)
+    step = Step(parts, config.train, encode, weights, device, weight_dtype)
     optimizer = make_optimizer(config.train, parts, [], [])
-    timings = []
-    for number in range(steps + 1):  # the first step warms up and is not timed
-        start = time.perf_counter()
+    cuda = device.type == "cuda"
+    autocast = (
+        torch.autocast(device.type, dtype=weight_dtype)
+        if weight_dtype != torch.float32
+        else contextlib.nullcontext()
+    )
+
+    def one_step(number: int) -> None:
         generator = step_generator(0, number, 0)
         batch = make_batch([number % len(images)], images, None, config.train, cache, generator)
-        loss = training_step(batch, step, generator)
+        with autocast:
+            loss = training_step(batch, step, generator)
         loss.backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
+
+    if cuda:
+        torch.cuda.reset_peak_memory_stats()
+    warmup = 2 if cuda else 1  # cuDNN picks its kernels on the first steps
+    timings = []
+    for number in range(steps_total := spec.steps + warmup):
+        start = time.perf_counter()
+        one_step(number)
+        if cuda:
+            torch.cuda.synchronize()
         timings.append(time.perf_counter() - start)
-    peak_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    timed = timings[1:]
-    return {
-        "s_per_step": statistics.median(timed),
+    timed = timings[warmup:]
+    s_per_step = statistics.median(timed)
+    result = {
+        "s_per_step": s_per_step,
+        "it_per_s": 1 / s_per_step,
         "step_s": [round(t, 4) for t in timed],
-        "peak_rss_mb": round(peak_rss_mb),
+        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
     }
+    if cuda:
+        result["device_name"] = torch.cuda.get_device_name(device)
+        result["peak_vram_gib"] = round(torch.cuda.max_memory_allocated(device) / GIB, 2)
+        result["peak_vram_reserved_gib"] = round(torch.cuda.max_memory_reserved(device) / GIB, 2)
+    if spec.flops:
+        from train.flops import count_flops, mfu, peak_tflops
+
+        flops = count_flops(lambda: one_step(steps_total))
+        peak = spec.peak_tflops or (peak_tflops(result["device_name"], spec.dtype) if cuda else None)
+        result["flops_per_step"] = flops
+        result["achieved_tflops"] = round(flops / s_per_step / 1e12, 3)
+        result["peak_tflops"] = peak
+        result["mfu"] = mfu(flops, s_per_step, peak)
+    return result
 
 
 def bench_rows(resolution: int, count: int = 4) -> list[dict]:
@@ -105,40 +168,65 @@ def bench_rows(resolution: int, count: int = 4) -> list[dict]:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m train.bench", description=__doc__)
     parser.add_argument("--size", choices=["tiny", "full"], default="tiny")
+    parser.add_argument("--arch", choices=["sd15", "sdxl"], default="sd15")
+    parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    parser.add_argument(
+        "--dtype", choices=["fp32", "fp16", "bf16"], default=None, help="default: fp32 on CPU, bf16 on CUDA"
+    )
+    parser.add_argument("--resolution", type=int, default=None, help="default: by size and device")
     parser.add_argument("--steps", type=int, default=None)
+    parser.add_argument("--gradient-checkpointing", action="store_true")
+    parser.add_argument("--flops", action="store_true", help="count one step's FLOPs; MFU on a known GPU")
+    parser.add_argument("--peak-tflops", type=float, default=None, help="the device's peak, for MFU")
+    parser.add_argument("--ours-only", action="store_true", help="skip the plain reference loop")
     parser.add_argument("--variant", choices=["ours", "plain"], help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    resolution, steps = BENCH_SETTINGS[args.size]
-    steps = args.steps or steps
+    on_gpu = args.device == "cuda"
+    resolution, steps = GPU_SETTINGS[args.arch] if on_gpu else BENCH_SETTINGS[args.size]
+    spec = BenchSpec(
+        arch=args.arch,
+        size=args.size,
+        resolution=args.resolution or resolution,
+        steps=args.steps or steps,
+        device=args.device,
+        dtype=args.dtype or ("bf16" if on_gpu else "fp32"),
+        gradient_checkpointing=args.gradient_checkpointing,
+        flops=args.flops,
+        peak_tflops=args.peak_tflops,
+    )
+    if on_gpu and not torch.cuda.is_available():
+        raise SystemExit("train.bench --device cuda: no CUDA device here")
     if args.variant:
-        print(json.dumps(measure(args.variant, args.size, steps, resolution)))
+        print(json.dumps(measure(args.variant, spec)))
         return 0
     results = {}
-    for variant in ("plain", "ours"):
-        command = [
-            sys.executable,
-            "-m",
-            "train.bench",
-            "--size",
-            args.size,
-            "--steps",
-            str(steps),
-            "--variant",
-            variant,
-        ]
-        done = subprocess.run(command, capture_output=True, text=True, check=True)
+    for variant in ("ours",) if args.ours_only else ("plain", "ours"):
+        command = [sys.executable, "-m", "train.bench", "--variant", variant, *spec_args(spec)]
+        done = subprocess.run(command, capture_output=True, text=True)
+        if done.returncode:
+            raise SystemExit(f"train.bench {variant} failed:\n{done.stderr[-3000:]}")
         results[variant] = json.loads(done.stdout.strip().splitlines()[-1])
     report = {
         "bench": "train_step",
-        "base": f"sd15-{args.size}",
-        "resolution_px": resolution,
-        "timed_steps": steps,
+        "base": f"{spec.arch}-{spec.size}",
+        "resolution_px": spec.resolution,
+        "timed_steps": spec.steps,
+        "spec": asdict(spec),
         **{f"{k}_{m}": v for k, r in results.items() for m, v in r.items()},
-        "speedup": round(results["plain"]["s_per_step"] / results["ours"]["s_per_step"], 2),
         "target_speedup": 1.5,
     }
+    if "plain" in results:
+        report["speedup"] = round(results["plain"]["s_per_step"] / results["ours"]["s_per_step"], 2)
     print(json.dumps(report, indent=2))
     return 0
+
+
+def spec_args(spec: BenchSpec) -> list[str]:
+    """The command-line flags that rebuild `spec` in a child process."""
+    flags = ["--size", spec.size, "--arch", spec.arch, "--device", spec.device, "--dtype", spec.dtype]
+    flags += ["--resolution", str(spec.resolution), "--steps", str(spec.steps)]
+    flags += ["--gradient-checkpointing"] * spec.gradient_checkpointing + ["--flops"] * spec.flops
+    return flags + (["--peak-tflops", str(spec.peak_tflops)] if spec.peak_tflops else [])
 
 
 if __name__ == "__main__":

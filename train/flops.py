@@ -1,0 +1,49 @@
+"""Model FLOPs utilisation (MFU) of a training step: FLOPs counted by torch, per second, over the peak.
+
+FLOPs come from `torch.utils.flop_counter.FlopCounterMode` running one real step (forward and
+backward), so they are what the step executes (matmuls, convolutions, attention), not an estimate
+from parameter counts. The peak is the device's dense tensor-core figure for the dtype from its data
+sheet; for a device not in the table pass `--peak-tflops`, or MFU is left out (None) and says why.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+# Dense (no sparsity) tensor-core TFLOPS from NVIDIA's data sheets, bf16 = fp16; fp32 runs as TF32.
+PEAK_TFLOPS: dict[str, dict[str, float]] = {
+    "H200": {"bf16": 989.4, "fp16": 989.4, "fp32": 494.7},
+    "H100 PCIe": {"bf16": 756.0, "fp16": 756.0, "fp32": 378.0},
+    "H100": {"bf16": 989.4, "fp16": 989.4, "fp32": 494.7},  # SXM; after "H100 PCIe" on purpose
+    "A100": {"bf16": 312.0, "fp16": 312.0, "fp32": 156.0},
+    "L40S": {"bf16": 362.1, "fp16": 362.1, "fp32": 183.0},
+    "L4": {"bf16": 121.0, "fp16": 121.0, "fp32": 60.0},
+    "A10G": {"bf16": 70.0, "fp16": 70.0, "fp32": 35.0},
+    "RTX 4090": {"bf16": 165.2, "fp16": 165.2, "fp32": 82.6},
+    "RTX 3090": {"bf16": 71.0, "fp16": 71.0, "fp32": 35.6},
+}
+
+
+def count_flops(run: Callable[[], object]) -> int:
+    """FLOPs of everything `run` executes (call backward inside it to count the backward pass too)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    counter = FlopCounterMode(display=False)
+    with counter:
+        run()
+    return int(counter.get_total_flops())
+
+
+def peak_tflops(device_name: str, dtype: str) -> float | None:
+    """The table's peak for a device name as torch reports it ("NVIDIA H100 80GB HBM3"), or None."""
+    for key, peaks in PEAK_TFLOPS.items():  # first match wins: the table lists specific names first
+        if key.lower() in device_name.lower():
+            return peaks.get(dtype)
+    return None
+
+
+def mfu(flops_per_step: int, seconds_per_step: float, peak: float | None) -> float | None:
+    """Achieved FLOP/s as a fraction of the peak (TFLOPS); None when the peak is unknown."""
+    if peak is None or seconds_per_step <= 0:
+        return None
+    return flops_per_step / seconds_per_step / (peak * 1e12)
