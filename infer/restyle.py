@@ -267,10 +267,12 @@ class Restyler:
 
     def __init__(self, settings: Settings, device: str):
         from infer.base_model import load_img2img_pipeline, resolve_base
-        from oeuvre.devices import choose_dtype
+        from oeuvre.devices import choose_dtype, keep_freed_memory
 
         self.settings = settings
         self.device = device
+        if device == "cpu":
+            keep_freed_memory()  # CPU steps otherwise page-fault their activations back in each time
         self.dtype = choose_dtype(self.device.split(":")[0], settings.dtype)
         _quiet_libraries()
         with warnings.catch_warnings():

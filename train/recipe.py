@@ -13,6 +13,7 @@ from pathlib import Path
 import torch
 
 from oeuvre.config_schema import Config, TrainConfig
+from oeuvre.devices import keep_freed_memory
 from oeuvre.errors import OeuvreError
 from oeuvre.paths import RunPaths
 from train import checkpoints
@@ -143,6 +144,8 @@ def run(config: Config) -> Path:
         cpu=not torch.cuda.is_available() and int(os.environ.get("WORLD_SIZE", "1")) > 1,
     )
     accelerator.print(f"training on {accelerator.num_processes} process(es), device {accelerator.device}")
+    if accelerator.device.type == "cpu":
+        keep_freed_memory()  # CPU steps otherwise page-fault their activations back in each time
     set_seed(config.seed)
     weight_dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(
         accelerator.mixed_precision, torch.float32
