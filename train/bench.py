@@ -13,6 +13,7 @@ import argparse
 import contextlib
 import json
 import resource
+import shutil
 import statistics
 import subprocess
 import sys
@@ -153,6 +154,7 @@ def measure(variant: str, spec: BenchSpec) -> dict:
         result["achieved_tflops"] = round(flops / s_per_step / 1e12, 3)
         result["peak_tflops"] = peak
         result["mfu"] = mfu(flops, s_per_step, peak)
+    shutil.rmtree(work, ignore_errors=True)  # the latent cache
     return result
 
 
