@@ -363,7 +363,13 @@ def make_optimizer(cfg: TrainConfig, parts: Components, trained_encoders, new_to
             groups.append({"params": lora, "lr": cfg.text_encoder_lr, "weight_decay": cfg.adam_weight_decay})
     if new_tokens:
         groups.append({"params": [t.weight for t in new_tokens], "lr": cfg.embedding_lr, "weight_decay": 0.0})
-    return optimizer_class(cfg.use_8bit_adam)(groups)
+    cls = optimizer_class(cfg.use_8bit_adam)
+    params = [p for group in groups for p in group["params"]]
+    if cls is torch.optim.AdamW and all(p.device.type in ("cpu", "cuda") for p in params):
+        # One fused kernel for all parameters instead of a Python loop over a few hundred small
+        # LoRA tensors: a fifth of a tiny CPU step went to the optimiser's loop.
+        return cls(groups, fused=True)
+    return cls(groups)
 
 
 def optimizer_class(use_8bit_adam: bool):
