@@ -51,9 +51,11 @@ def bench_curation(repeats: int, images: int) -> dict:
     }
 
 
-def bench_train(repeats: int, full: bool) -> dict:
+def bench_train(repeats: int, quick: bool) -> dict:
     results = {}
-    tiny = [run_json(["-m", "train.bench", "--size", "tiny"]) for _ in range(repeats)]
+    # Two alternating rounds per repeat outside QUICK: a tiny step is ~20 ms, so load spikes show.
+    rounds = ["--rounds", "1" if quick else "2"]
+    tiny = [run_json(["-m", "train.bench", "--size", "tiny", *rounds]) for _ in range(repeats)]
     results["tiny_sd15_64px"] = {
         "plain_s_per_step": spread([r["plain_s_per_step"] for r in tiny]),
         "ours_s_per_step": spread([r["ours_s_per_step"] for r in tiny]),
@@ -61,7 +63,7 @@ def bench_train(repeats: int, full: bool) -> dict:
         "plain_peak_rss_mb": max(r["plain_peak_rss_mb"] for r in tiny),
         "ours_peak_rss_mb": max(r["ours_peak_rss_mb"] for r in tiny),
     }
-    if full:  # one process per side; its timed steps are the repeats
+    if not quick:  # one process per side and round; its timed steps are the repeats
         run = run_json(
             ["-m", "train.bench", "--size", "full", "--steps", str(max(3, repeats)), "--rounds", "2"]
         )
@@ -204,7 +206,7 @@ def main(argv=None) -> int:
         "quick": args.quick,
         "machine": machine(),
         "curation": bench_curation(args.repeats, 60 if args.quick else 300),
-        "train": bench_train(args.repeats, full=not args.quick),
+        "train": bench_train(args.repeats, quick=args.quick),
         "restyle": bench_restyle(args.repeats, full=not args.quick),
     }
     results["wall_s"] = round(time.perf_counter() - start, 1)
