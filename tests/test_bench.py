@@ -88,3 +88,11 @@ def test_bench_table_shows_gpu_training_rows():
     table = markdown(results)
     assert "cuda_sdxl_1024px" in table and "2.0 it/s, 11.2 GiB peak, MFU 41.0%" in table
     assert "≤ 12 GiB" in table
+
+
+def test_mfu_flops_leave_out_what_gradient_checkpointing_recomputes():
+    from train.bench import BenchSpec, measure
+
+    spec = BenchSpec(arch="sd15", size="tiny", resolution=64, steps=1, flops=True)
+    checkpointed = BenchSpec(**{**spec.__dict__, "gradient_checkpointing": True})
+    assert measure("ours", checkpointed)["flops_per_step"] == measure("ours", spec)["flops_per_step"]

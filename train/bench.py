@@ -148,7 +148,12 @@ def measure(variant: str, spec: BenchSpec) -> dict:
     if spec.flops:
         from train.flops import count_flops, mfu, peak_tflops
 
+        # MFU counts the model's FLOPs, not the forward passes gradient checkpointing recomputes.
+        if spec.gradient_checkpointing:
+            parts.unet.disable_gradient_checkpointing()
         flops = count_flops(lambda: one_step(steps_total))
+        if spec.gradient_checkpointing:
+            parts.unet.enable_gradient_checkpointing()
         peak = spec.peak_tflops or (peak_tflops(result["device_name"], spec.dtype) if cuda else None)
         result["flops_per_step"] = flops
         result["achieved_tflops"] = round(flops / s_per_step / 1e12, 3)
