@@ -45,11 +45,10 @@ class BenchSpec:
 
 def measure(variant: str, spec: BenchSpec) -> dict:
     from diffusers import DDPMScheduler
-    from diffusers.training_utils import cast_training_params
 
     from infer.tiny_base import build_pipeline
     from oeuvre.config import PROJECT_CONFIGS, load_config
-    from oeuvre.devices import keep_freed_memory
+    from oeuvre.devices import choose_dtype, keep_freed_memory
     from train.buckets import make_buckets
     from train.cache import LatentCache, PromptCache
     from train.images import ArtistImages
@@ -60,6 +59,7 @@ def measure(variant: str, spec: BenchSpec) -> dict:
         batch_of,
         make_batch,
         make_optimizer,
+        place_for_training,
         prompt_encoder,
         step_generator,
         training_step,
@@ -67,29 +67,18 @@ def measure(variant: str, spec: BenchSpec) -> dict:
 
     torch.manual_seed(0)
     device = torch.device(spec.device)
-    weight_dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(spec.dtype, torch.float32)
+    weight_dtype = choose_dtype(spec.device, spec.dtype)
     work = Path(tempfile.mkdtemp(prefix="oeuvre-bench-"))
     overrides = [f"output_dir={work}", f"train.resolution_px={spec.resolution}", "train.pivotal_tuning=false"]
     config = load_config(PROJECT_CONFIGS / "demo.yaml", overrides)
     pipe = build_pipeline(spec.arch, spec.size, seed=0)
     pipe.set_progress_bar_config(disable=True)
-    for module in (
-        pipe.unet,
-        pipe.vae,
-        *[m for m in (pipe.text_encoder, getattr(pipe, "text_encoder_2", None)) if m],
-    ):
-        module.requires_grad_(False)
     parts = Components(spec.arch, pipe, DDPMScheduler.from_config(pipe.scheduler.config))
+    for module in (parts.unet, parts.vae, *parts.text_encoders):
+        module.requires_grad_(False)
     add_lora_adapters(parts, config.train)
-    # As the recipe places them: frozen weights in the training dtype, LoRA weights in fp32.
     layout = torch.channels_last if variant == "ours" else torch.contiguous_format
-    parts.unet.to(device, weight_dtype, memory_format=layout)
-    parts.vae.to(device, torch.float32)
-    for encoder in parts.text_encoders:
-        encoder.to(device, weight_dtype)
-    cast_training_params([parts.unet], dtype=torch.float32)
-    if spec.gradient_checkpointing:
-        parts.unet.enable_gradient_checkpointing()
+    place_for_training(parts, device, weight_dtype, [], spec.gradient_checkpointing, layout)
     images = ArtistImages(bench_rows(spec.resolution), make_buckets(spec.resolution), "bench")
     encode = prompt_encoder(parts, device)
     cache = None

@@ -126,7 +126,6 @@ def run(config: Config) -> Path:
     from accelerate import Accelerator
     from accelerate.utils import ProjectConfiguration, set_seed
     from diffusers.optimization import get_scheduler
-    from diffusers.training_utils import cast_training_params
     from tqdm.auto import tqdm
 
     from train import finish, preflight, validation
@@ -163,16 +162,7 @@ def run(config: Config) -> Path:
         )
     add_lora_adapters(parts, cfg)
     trained_encoders = trainable_text_encoders(parts)
-    # channels_last: oneDNN (CPU) and cuDNN (GPU) convolutions run faster in it (same maths, other layout).
-    parts.unet.to(accelerator.device, weight_dtype, memory_format=torch.channels_last)
-    parts.vae.to(
-        accelerator.device, torch.float32
-    )  # the SDXL VAE overflows in fp16; it mostly runs once anyway
-    for encoder in parts.text_encoders:
-        encoder.to(accelerator.device, torch.float32 if encoder in trained_encoders else weight_dtype)
-    cast_training_params([parts.unet, *trained_encoders], dtype=torch.float32)
-    if cfg.gradient_checkpointing:
-        parts.unet.enable_gradient_checkpointing()
+    place_for_training(parts, accelerator.device, weight_dtype, trained_encoders, cfg.gradient_checkpointing)
 
     buckets = make_buckets(cfg.resolution_px)
     train_set = ArtistImages.from_split(plan.dataset_dir, "train", buckets, plan.hint)
@@ -270,6 +260,28 @@ def run(config: Config) -> Path:
     lora_file = finish.save_outputs(config, parts, new_tokens, accelerator, paths, train_set)
     accelerator.end_training()
     return lora_file
+
+
+def place_for_training(
+    parts: Components,
+    device,
+    weight_dtype: torch.dtype,
+    trained_encoders: list,
+    gradient_checkpointing: bool,
+    memory_format: torch.memory_format = torch.channels_last,
+) -> None:
+    """Frozen weights in the training dtype on the device, trained (LoRA) weights in fp32.
+
+    channels_last: oneDNN (CPU) and cuDNN (GPU) convolutions run faster in it (same maths, other layout)."""
+    from diffusers.training_utils import cast_training_params
+
+    parts.unet.to(device, weight_dtype, memory_format=memory_format)
+    parts.vae.to(device, torch.float32)  # the SDXL VAE overflows in fp16; it mostly runs once anyway
+    for encoder in parts.text_encoders:
+        encoder.to(device, torch.float32 if encoder in trained_encoders else weight_dtype)
+    cast_training_params([parts.unet, *trained_encoders], dtype=torch.float32)
+    if gradient_checkpointing:
+        parts.unet.enable_gradient_checkpointing()
 
 
 def prompt_encoder(parts: Components, device):
