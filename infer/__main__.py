@@ -2,7 +2,7 @@
 
 Commands:
   restyle INPUT... --lora RUN_DIR|FILE|none [options]              img2img in the artist's style
-  tiny-base OUT --arch sd15|sdxl [--size tiny|full] [--seed 0]   a random-weight base pipeline, built offline
+  tiny-base OUT --arch sd15|sdxl [--size tiny|full] [--pretrain-steps N]  a base pipeline, built offline
   arch BASE                                                      print sd15 or sdxl for a base model
   content OUT [--size 256]                                       the built-in content scenes
   lora inspect|convert|resize|merge|push ...                     LoRA file tools (kohya/diffusers, Hub)
@@ -39,6 +39,12 @@ def main(argv: Sequence[str]) -> int:
         help="tiny for tests; full = the real architecture",
     )
     tiny.add_argument("--seed", type=int, default=0, help="same seed, same weights")
+    tiny.add_argument(
+        "--pretrain-steps",
+        type=int,
+        default=0,
+        help="tiny only: first train the UNet this many steps to denoise generic pictures (0: random)",
+    )
     tiny.add_argument("--overwrite", action="store_true")
     add_debug_argument(tiny)
 
@@ -92,7 +98,7 @@ def main(argv: Sequence[str]) -> int:
         from infer.tiny_base import write_tiny_base
 
         start = time.perf_counter()
-        out = write_tiny_base(args.out, args.arch, args.size, args.seed, args.overwrite)
+        out = write_tiny_base(args.out, args.arch, args.size, args.seed, args.overwrite, args.pretrain_steps)
         print(f"wrote {args.size} {args.arch} base to {out} in {time.perf_counter() - start:.2f} s")
         return 0
     if args.command == "restyle":

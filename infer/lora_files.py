@@ -62,7 +62,9 @@ def _to_diffusers_layout(layers: Mapping[str, torch.Tensor] | None) -> dict | No
         return None
     from diffusers.utils import convert_state_dict_to_diffusers
 
-    return convert_state_dict_to_diffusers(dict(layers))
+    # Conv LoRA weights trained in channels_last are strided views; safetensors wants them packed.
+    packed = {key: tensor.contiguous() for key, tensor in layers.items()}
+    return convert_state_dict_to_diffusers(packed)
 
 
 def _check_metadata(metadata: Mapping[str, str]) -> dict[str, str]:

@@ -11,6 +11,7 @@ import json
 from pathlib import Path
 from typing import Literal
 
+from infer import block_colour_vae
 from infer.tiny_vocab import WORDS
 from oeuvre.atomic import atomic_directory
 from oeuvre.errors import OeuvreError
@@ -93,19 +94,22 @@ def _vae(arch: Arch, size: Size):
 
     scaling = {"sd15": 0.18215, "sdxl": 0.13025}[arch]
     # Four blocks in both sizes so latents are 1/8 of the image, as in the real models.
-    channels = (8, 16, 32, 32) if size == "tiny" else (128, 256, 512, 512)
+    blocks = dict(down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4)
+    common = dict(in_channels=3, out_channels=3, force_upcast=arch == "sdxl", **blocks)
+    if size == "tiny":
+        # A random tiny VAE decodes everything to noise, hiding whatever the UNet learned; this
+        # one is hand-set to a working codec of 8x8 block colours (see block_colour_vae).
+        vae = AutoencoderKL(sample_size=64, **block_colour_vae.config_kwargs(scaling), **common)
+        block_colour_vae.set_block_colour_weights(vae)
+        return vae
     return AutoencoderKL(
-        in_channels=3,
-        out_channels=3,
-        down_block_types=("DownEncoderBlock2D",) * 4,
-        up_block_types=("UpDecoderBlock2D",) * 4,
-        block_out_channels=channels,
-        layers_per_block=1 if size == "tiny" else 2,
+        block_out_channels=(128, 256, 512, 512),
+        layers_per_block=2,
         latent_channels=4,
-        norm_num_groups=8 if size == "tiny" else 32,
-        sample_size=64 if size == "tiny" else {"sd15": 512, "sdxl": 1024}[arch],
+        norm_num_groups=32,
+        sample_size={"sd15": 512, "sdxl": 1024}[arch],
         scaling_factor=scaling,
-        force_upcast=arch == "sdxl",
+        **common,
     )
 
 
@@ -229,13 +233,32 @@ def build_pipeline(arch: Arch = "sd15", size: Size = "tiny", seed: int = 0):
 
 
 def write_tiny_base(
-    out: str | Path, arch: Arch = "sd15", size: Size = "tiny", seed: int = 0, overwrite: bool = False
+    out: str | Path,
+    arch: Arch = "sd15",
+    size: Size = "tiny",
+    seed: int = 0,
+    overwrite: bool = False,
+    pretrain_steps: int = 0,
 ) -> Path:
-    """Build and save a pipeline folder atomically (it appears whole or not at all)."""
+    """Build and save a pipeline folder atomically (it appears whole or not at all).
+
+    `pretrain_steps` > 0 first trains the tiny UNet to denoise generic pictures (tiny_pretrain),
+    so that img2img and a LoRA have a working denoiser to start from."""
     out = Path(out)
     if out.exists() and not overwrite:
         raise OeuvreError(f"{out}: already exists; pass --overwrite to replace it")
+    if pretrain_steps < 0 or (pretrain_steps and size != "tiny"):
+        raise OeuvreError(
+            f"--pretrain-steps {pretrain_steps}: expected 0, or a positive count with --size tiny"
+        )
     pipe = build_pipeline(arch, size, seed)
+    if pretrain_steps:
+        from infer.tiny_pretrain import pretrain_unet
+
+        losses = pretrain_unet(pipe, pretrain_steps, seed=seed)
+        print(
+            f"pre-trained the tiny UNet for {pretrain_steps} steps: loss {losses[0]:.3f} -> {losses[-1]:.3f}"
+        )
     with atomic_directory(out, overwrite=overwrite) as tmp:
         pipe.save_pretrained(tmp, safe_serialization=True)
     return out

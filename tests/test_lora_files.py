@@ -41,7 +41,7 @@ def test_diffusers_loads_lora_with_alpha_not_rank_and_it_changes_the_image(tiny_
         config = getattr(pipe, name).peft_config["style"]
         assert (config.r, config.lora_alpha) == (4, 8.0), name  # alpha survived, not reset to the rank
     styled = img2img_np(pipe)
-    assert np.abs(styled - plain).mean() > 1e-3  # the LoRA did something: not loaded as nothing
+    assert np.abs(styled - plain).mean() > 2e-4  # the LoRA did something: not loaded as nothing (0 then)
 
 
 def test_arch_is_filled_in_and_contradictions_refused(tiny_loras, tmp_path):

@@ -43,8 +43,8 @@ def test_kohya_file_gives_the_same_image_as_the_diffusers_file(tiny_bases, tmp_p
     largest = float(np.abs(from_kohya - from_diffusers).max())
     print(f"{arch} text_encoder={text_encoder}: largest pixel difference kohya vs diffusers {largest:.2e}")
     assert largest <= 1e-5
-    assert np.abs(from_diffusers - plain).mean() > 1e-3  # neither loaded as nothing
-    assert np.abs(from_kohya - plain).mean() > 1e-3
+    assert np.abs(from_diffusers - plain).mean() > 2e-4  # neither loaded as nothing (that gives 0)
+    assert np.abs(from_kohya - plain).mean() > 2e-4
 
 
 def test_text_encoder_lora_changes_the_image_beyond_the_unet_lora(tiny_bases, tmp_path):

@@ -57,7 +57,7 @@ def test_lora_changes_output_and_lora_none_matches_plain_diffusers(
     assert code == 0, err
     with_lora = pixels(tmp_path / "lora" / "harbour_seed0_str0.7_lora0.8.png")
     without = pixels(tmp_path / "none" / "harbour_seed0_str0.7_nolora.png")
-    assert np.abs(with_lora - without).mean() > 3  # the LoRA was applied, not loaded as nothing
+    assert np.abs(with_lora - without).mean() > 1  # the LoRA was applied, not loaded as nothing (0)
 
     pipe = StableDiffusionImg2ImgPipeline.from_pretrained(tiny_bases["sd15"])  # diffusers alone, no LoRA
     plain = pipe(

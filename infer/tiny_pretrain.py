@@ -1,0 +1,103 @@
+"""Give the tiny base a short pre-training on generic pictures, so it behaves like a (very small) base.
+
+A random UNet predicts noise that has nothing to do with the image, so its img2img output is
+coloured static, with or without a LoRA, and no style can show. Real LoRAs start from a base that
+already denoises pictures in general; this recreates that in miniature: a few hundred full UNet
+steps on procedurally drawn, style-free pictures (skies, grounds, random shapes in colours from the
+whole gamut), with the ordinary epsilon objective. The artist's LoRA then has a denoiser to bend.
+
+Only the UNet trains; the text encoders stay random (their embeddings still tell prompts apart).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from PIL import Image, ImageDraw, ImageFilter
+
+CAPTION_WORDS = ("a photo of", "a picture of", "a view of", "shapes in", "a scene with")
+CAPTION_DROPOUT = 0.1
+SUBJECTS = ("a house", "a harbour", "a portrait", "a still life", "a landscape", "boats", "trees", "a street")
+
+
+def generic_picture(rng: np.random.Generator, size: int) -> tuple[Image.Image, str]:
+    """A style-free picture: a two-tone background and a few flat shapes, colours from the whole gamut."""
+    top, bottom = (tuple(int(c) for c in rng.integers(0, 256, 3)) for _ in range(2))
+    image = Image.new("RGB", (size, size), top)
+    draw = ImageDraw.Draw(image)
+    horizon = int(size * rng.uniform(0.3, 0.8))
+    draw.rectangle([0, horizon, size, size], fill=bottom)
+    for _ in range(int(rng.integers(2, 7))):
+        colour = tuple(int(c) for c in rng.integers(0, 256, 3))
+        x0, y0 = (int(v) for v in rng.integers(0, size, 2))
+        w, h = (int(v) for v in rng.integers(size // 8, size // 2, 2))
+        box = [x0 - w // 2, y0 - h // 2, x0 + w // 2, y0 + h // 2]
+        (draw.ellipse if rng.random() < 0.5 else draw.rectangle)(box, fill=colour)
+    caption = f"{CAPTION_WORDS[rng.integers(len(CAPTION_WORDS))]} {SUBJECTS[rng.integers(len(SUBJECTS))]}"
+    return image.filter(ImageFilter.GaussianBlur(size / 128)), caption
+
+
+def _to_tensor(images: list[Image.Image]) -> torch.Tensor:
+    array = np.stack([np.asarray(image, dtype=np.float32) / 127.5 - 1.0 for image in images])
+    return torch.from_numpy(array).permute(0, 3, 1, 2)
+
+
+def _conditioning(pipe, captions: list[str]) -> tuple[torch.Tensor, dict]:
+    """The text conditioning the pipeline itself would compute (SD 1.5 or SDXL)."""
+    if hasattr(pipe, "text_encoder_2"):
+        embeds, _, pooled, _ = pipe.encode_prompt(captions, device="cpu", do_classifier_free_guidance=False)
+        side = pipe.vae.config.sample_size
+        time_ids = torch.tensor([[side, side, 0, 0, side, side]], dtype=embeds.dtype).repeat(len(captions), 1)
+        return embeds, {"added_cond_kwargs": {"text_embeds": pooled, "time_ids": time_ids}}
+    embeds, _ = pipe.encode_prompt(
+        captions, device="cpu", num_images_per_prompt=1, do_classifier_free_guidance=False
+    )
+    return embeds, {}
+
+
+def pretrain_unet(
+    pipe,
+    steps: int,
+    *,
+    pictures: int = 256,
+    batch_size: int = 16,
+    size: int = 64,
+    lr: float = 1e-3,
+    seed: int = 0,
+) -> list[float]:
+    """Train `pipe.unet` in place for `steps` steps; returns the loss of every step."""
+    from diffusers import DDPMScheduler
+    from tqdm.auto import tqdm
+
+    rng = np.random.default_rng(seed)
+    drawn = [generic_picture(rng, size) for _ in range(pictures)]
+    with torch.no_grad():
+        latents = pipe.vae.encode(_to_tensor([image for image, _ in drawn])).latent_dist.mode()
+        latents = latents * pipe.vae.config.scaling_factor
+        # Some captions empty, as in real pre-training, so the unconditional branch of
+        # classifier-free guidance has learned something too.
+        captions = [caption if rng.random() > CAPTION_DROPOUT else "" for _, caption in drawn]
+        text, extra = _conditioning(pipe, captions)
+    noise_scheduler = DDPMScheduler.from_config(pipe.scheduler.config)
+    unet = pipe.unet.train()
+    optimizer = torch.optim.AdamW(unet.parameters(), lr=lr, weight_decay=0.0)
+    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, steps))
+    generator = torch.Generator().manual_seed(seed)
+    losses = []
+    for _ in tqdm(range(steps), desc="pre-training the tiny base", unit="step"):
+        index = torch.randint(0, pictures, (batch_size,), generator=generator)
+        noise = torch.randn(latents[index].shape, generator=generator)
+        timesteps = torch.randint(
+            0, noise_scheduler.config.num_train_timesteps, (batch_size,), generator=generator
+        )
+        noisy = noise_scheduler.add_noise(latents[index], noise, timesteps)
+        kwargs = {k: {n: t[index] for n, t in v.items()} for k, v in extra.items()}
+        prediction = unet(noisy, timesteps, text[index], **kwargs).sample
+        loss = torch.nn.functional.mse_loss(prediction, noise)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        schedule.step()
+        losses.append(loss.item())
+    unet.eval().requires_grad_(False)
+    return losses
