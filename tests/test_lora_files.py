@@ -166,3 +166,32 @@ def test_embedding_file_loads_with_diffusers_textual_inversion(tiny_bases, tmp_p
         ids = tokenizer.convert_tokens_to_ids(["<tiny>", "<tiny>_1"])
         table = encoder.get_input_embeddings().weight
         assert torch.allclose(table[ids], vectors)
+
+
+def test_conv_lora_trained_in_channels_last_saves_and_loads(tiny_bases, tmp_path):
+    from diffusers import UNet2DConditionModel
+    from peft import LoraConfig, get_peft_model_state_dict
+    from safetensors.torch import load_file
+
+    unet = UNet2DConditionModel.from_pretrained(tiny_bases["sd15"] / "unet")
+    config = LoraConfig(r=4, lora_alpha=4.0, target_modules=["to_q", "conv1", "conv2"])
+    unet.add_adapter(config)
+    unet.to(memory_format=torch.channels_last)  # as training places it: conv LoRA weights become views
+    layers = get_peft_model_state_dict(unet)
+    assert any(not tensor.is_contiguous() for tensor in layers.values())
+    path = save_lora_file(
+        tmp_path / "conv.safetensors",
+        arch="sd15",
+        unet_lora_layers=layers,
+        unet_lora_config=config,
+        metadata={},
+    )
+    saved = load_file(path)
+    assert sum("conv1" in key for key in saved) > 0
+    assert all(torch.equal(saved[k], v) for k, v in _diffusers_keys(layers).items())
+
+
+def _diffusers_keys(layers):
+    from diffusers.utils import convert_state_dict_to_diffusers
+
+    return {f"unet.{k}": v for k, v in convert_state_dict_to_diffusers(dict(layers)).items()}
