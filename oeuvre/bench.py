@@ -53,7 +53,7 @@ def bench_curation(repeats: int, images: int) -> dict:
 
 def bench_train(repeats: int, quick: bool) -> dict:
     results = {}
-    # Two alternating rounds per repeat outside QUICK: a tiny step is ~20 ms, so load spikes show.
+    # Two rounds per repeat outside QUICK; within a round the sides take turns step by step.
     rounds = ["--rounds", "1" if quick else "2"]
     tiny = [run_json(["-m", "train.bench", "--size", "tiny", *rounds]) for _ in range(repeats)]
     results["tiny_sd15_64px"] = {
@@ -63,7 +63,7 @@ def bench_train(repeats: int, quick: bool) -> dict:
         "plain_peak_rss_mb": max(r["plain_peak_rss_mb"] for r in tiny),
         "ours_peak_rss_mb": max(r["ours_peak_rss_mb"] for r in tiny),
     }
-    if not quick:  # one process per side and round; its timed steps are the repeats
+    if not quick:  # one process per side and round, taking turns; its timed steps are the repeats
         run = run_json(
             ["-m", "train.bench", "--size", "full", "--steps", str(max(3, repeats)), "--rounds", "2"]
         )

@@ -96,3 +96,13 @@ def test_mfu_flops_leave_out_what_gradient_checkpointing_recomputes():
     spec = BenchSpec(arch="sd15", size="tiny", resolution=64, steps=1, flops=True)
     checkpointed = BenchSpec(**{**spec.__dict__, "gradient_checkpointing": True})
     assert measure("ours", checkpointed)["flops_per_step"] == measure("ours", spec)["flops_per_step"]
+
+
+def test_paired_training_bench_alternates_two_live_processes():
+    from train.bench import BenchSpec, run_paired
+
+    results = run_paired(("plain", "ours"), BenchSpec(size="tiny", resolution=64, steps=3))
+    assert set(results) == {"plain", "ours"}
+    for result in results.values():
+        assert len(result["step_s"]) == 3 and all(t > 0 for t in result["step_s"])
+        assert result["peak_rss_mb"] > 0

@@ -25,7 +25,7 @@ from pathlib import Path
 import torch
 from PIL import Image
 
-BENCH_SETTINGS = {"tiny": (64, 8), "full": (256, 3)}  # CPU: resolution px, timed steps
+BENCH_SETTINGS = {"tiny": (64, 24), "full": (256, 3)}  # CPU: resolution px, timed steps
 GPU_SETTINGS = {"sd15": (512, 10), "sdxl": (1024, 10)}  # what the issue asks on a GPU
 GIB = 2**30
 
@@ -43,7 +43,9 @@ class BenchSpec:
     peak_tflops: float | None = None
 
 
-def measure(variant: str, spec: BenchSpec) -> dict:
+def measure(variant: str, spec: BenchSpec, paired: bool = False) -> dict:
+    """Time `spec.steps` steps of one side. `paired`: after warm-up, say "ready" on stdout and run
+    each timed step only when stdin says "step", printing its time (see run_paired)."""
     from diffusers import DDPMScheduler
 
     from infer.tiny_base import build_pipeline
@@ -117,11 +119,18 @@ def measure(variant: str, spec: BenchSpec) -> dict:
     warmup = 2 if cuda else 1  # cuDNN picks its kernels on the first steps
     timings = []
     for number in range(steps_total := spec.steps + warmup):
+        if paired and number >= warmup:
+            if number == warmup:
+                print("ready", flush=True)
+            if sys.stdin.readline().strip() != "step":
+                raise SystemExit("train.bench: the paired parent went away")
         start = time.perf_counter()
         one_step(number)
         if cuda:
             torch.cuda.synchronize()
         timings.append(time.perf_counter() - start)
+        if paired and number >= warmup:
+            print(json.dumps({"step_s": timings[-1]}), flush=True)
     timed = timings[warmup:]
     s_per_step = statistics.median(timed)
     result = {
@@ -180,6 +189,7 @@ def main(argv=None) -> int:
     parser.add_argument("--ours-only", action="store_true", help="skip the plain reference loop")
     parser.add_argument("--rounds", type=int, default=1, help="runs of each side, alternating (best kept)")
     parser.add_argument("--variant", choices=["ours", "plain"], help=argparse.SUPPRESS)
+    parser.add_argument("--paired", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     on_gpu = args.device == "cuda"
     resolution, steps = GPU_SETTINGS[args.arch] if on_gpu else BENCH_SETTINGS[args.size]
@@ -197,14 +207,19 @@ def main(argv=None) -> int:
     if on_gpu and not torch.cuda.is_available():
         raise SystemExit("train.bench --device cuda: no CUDA device here")
     if args.variant:
-        print(json.dumps(measure(args.variant, spec)))
+        print(json.dumps(measure(args.variant, spec, paired=args.paired)))
         return 0
     variants = ("ours",) if args.ours_only else ("plain", "ours")
     runs: dict[str, list[dict]] = {variant: [] for variant in variants}
     # Alternate the sides over rounds: on a shared machine the load changes from minute to minute,
     # and a fixed order would hand one side all the quiet moments.
     for round_number in range(args.rounds):
-        for variant in variants if round_number % 2 == 0 else variants[::-1]:
+        order = variants if round_number % 2 == 0 else variants[::-1]
+        if len(order) == 2 and not on_gpu:
+            for variant, result in run_paired(order, spec).items():
+                runs[variant].append(result)
+            continue
+        for variant in order:
             command = [sys.executable, "-m", "train.bench", "--variant", variant, *spec_args(spec)]
             done = subprocess.run(command, capture_output=True, text=True)
             if done.returncode:
@@ -228,6 +243,55 @@ def main(argv=None) -> int:
         report["speedup"] = round(results["plain"]["s_per_step"] / results["ours"]["s_per_step"], 2)
     print(json.dumps(report, indent=2))
     return 0
+
+
+def run_paired(order: tuple[str, ...], spec: BenchSpec) -> dict[str, dict]:
+    """Both sides at once, in their own processes, taking turns step by step.
+
+    On a shared CPU the load swings within seconds, so timing one side after the other can hand one
+    of them all the quiet moments. Here each side's process is built and warmed up, then they
+    alternate single timed steps (never running together), so both see the same load; each keeps
+    its own memory and allocator settings."""
+    children = {}
+    with tempfile.TemporaryDirectory(prefix="oeuvre-bench-") as logs:
+        for variant in order:
+            command = [
+                sys.executable,
+                "-m",
+                "train.bench",
+                "--variant",
+                variant,
+                "--paired",
+                *spec_args(spec),
+            ]
+            errors = open(Path(logs) / f"{variant}.err", "w+")  # noqa: SIM115 - closed below
+            process = subprocess.Popen(
+                command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=errors, text=True
+            )
+            children[variant] = (process, errors)
+            _read_until(variant, children[variant], "ready")  # one at a time: set-up is not timed
+        for number in range(spec.steps):
+            for variant in order if number % 2 == 0 else order[::-1]:
+                process, _ = children[variant]
+                process.stdin.write("step\n")
+                process.stdin.flush()
+                _read_until(variant, children[variant], '{"step_s"')
+        results = {}
+        for variant, (process, errors) in children.items():
+            last = _read_until(variant, (process, errors), "{")
+            process.wait()
+            errors.close()
+            results[variant] = json.loads(last)
+    return results
+
+
+def _read_until(variant: str, child, prefix: str) -> str:
+    process, errors = child
+    for line in process.stdout:
+        if line.startswith(prefix):
+            return line
+    errors.seek(0)
+    raise SystemExit(f"train.bench {variant} failed:\n{errors.read()[-3000:]}")
 
 
 def spec_args(spec: BenchSpec) -> list[str]:
