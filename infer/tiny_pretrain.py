@@ -3,8 +3,9 @@
 A random UNet predicts noise that has nothing to do with the image, so its img2img output is
 coloured static, with or without a LoRA, and no style can show. Real LoRAs start from a base that
 already denoises pictures in general; this recreates that in miniature: a few hundred full UNet
-steps on procedurally drawn, style-free pictures (skies, grounds, random shapes in colours from the
-whole gamut), with the ordinary epsilon objective. The artist's LoRA then has a denoiser to bend.
+steps on procedurally drawn, style-free pictures (two-tone backgrounds and flat shapes in colours
+from the whole gamut, captioned with their colour names), with the ordinary epsilon objective.
+The artist's LoRA then has a denoiser to bend.
 
 Only the UNet trains; the text encoders stay random (their embeddings still tell prompts apart).
 """
@@ -15,26 +16,54 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw, ImageFilter
 
-CAPTION_WORDS = ("a photo of", "a picture of", "a view of", "shapes in", "a scene with")
 CAPTION_DROPOUT = 0.1
-SUBJECTS = ("a house", "a harbour", "a portrait", "a still life", "a landscape", "boats", "trees", "a street")
+# Captions name the colours, so that prompt and picture agree: random captions would teach the base to
+# ignore its prompt. (A thousand steps are too few for it to follow colour words yet.)
+NAMED_COLOURS = {
+    "red": (200, 40, 40),
+    "dark red": (110, 20, 20),
+    "orange": (235, 140, 40),
+    "yellow": (235, 215, 60),
+    "green": (60, 160, 60),
+    "dark green": (20, 80, 30),
+    "light green": (160, 220, 140),
+    "blue": (50, 90, 210),
+    "dark blue": (20, 30, 100),
+    "light blue": (150, 195, 240),
+    "purple": (130, 60, 170),
+    "pink": (235, 150, 190),
+    "brown": (120, 80, 40),
+    "black": (20, 20, 20),
+    "white": (240, 240, 240),
+    "grey": (128, 128, 128),
+}
+
+
+def colour_name(rgb: tuple[int, int, int]) -> str:
+    return min(
+        NAMED_COLOURS,
+        key=lambda name: sum((a - b) ** 2 for a, b in zip(NAMED_COLOURS[name], rgb, strict=True)),
+    )
 
 
 def generic_picture(rng: np.random.Generator, size: int) -> tuple[Image.Image, str]:
-    """A style-free picture: a two-tone background and a few flat shapes, colours from the whole gamut."""
+    """A style-free picture: a two-tone background and a few flat shapes, colours from the whole
+    gamut, and a caption that names them."""
     top, bottom = (tuple(int(c) for c in rng.integers(0, 256, 3)) for _ in range(2))
     image = Image.new("RGB", (size, size), top)
     draw = ImageDraw.Draw(image)
     horizon = int(size * rng.uniform(0.3, 0.8))
     draw.rectangle([0, horizon, size, size], fill=bottom)
+    words = [f"a picture, {colour_name(top)} top, {colour_name(bottom)} bottom"]
     for _ in range(int(rng.integers(2, 7))):
         colour = tuple(int(c) for c in rng.integers(0, 256, 3))
         x0, y0 = (int(v) for v in rng.integers(0, size, 2))
         w, h = (int(v) for v in rng.integers(size // 8, size // 2, 2))
         box = [x0 - w // 2, y0 - h // 2, x0 + w // 2, y0 + h // 2]
-        (draw.ellipse if rng.random() < 0.5 else draw.rectangle)(box, fill=colour)
-    caption = f"{CAPTION_WORDS[rng.integers(len(CAPTION_WORDS))]} {SUBJECTS[rng.integers(len(SUBJECTS))]}"
-    return image.filter(ImageFilter.GaussianBlur(size / 128)), caption
+        round_shape = rng.random() < 0.5
+        (draw.ellipse if round_shape else draw.rectangle)(box, fill=colour)
+        words.append(f"{colour_name(colour)} {'circle' if round_shape else 'square'}")
+    return image.filter(ImageFilter.GaussianBlur(size / 128)), ", ".join(words)
 
 
 def _to_tensor(images: list[Image.Image]) -> torch.Tensor:
@@ -59,7 +88,7 @@ def pretrain_unet(
     pipe,
     steps: int,
     *,
-    pictures: int = 256,
+    pictures: int = 512,
     batch_size: int = 16,
     size: int = 64,
     lr: float = 1e-3,

@@ -170,3 +170,15 @@ def test_builtin_content_scenes_are_written(run_cli, tmp_path):
     assert [f.stem for f in files] == ["harbour", "house", "portrait"]
     assert all(Image.open(f).size == (64, 64) for f in files)
     assert len({Image.open(f).tobytes() for f in files}) == 3
+
+
+def test_pretraining_pictures_are_captioned_with_their_colours():
+    from infer.tiny_pretrain import colour_name, generic_picture
+
+    assert colour_name((25, 35, 95)) == "dark blue" and colour_name((250, 250, 245)) == "white"
+    image, caption = generic_picture(np.random.default_rng(1), 64)
+    top = tuple(int(c) for c in np.random.default_rng(1).integers(0, 256, 3))  # its first draw
+    assert caption.startswith(f"a picture, {colour_name(top)} top, ")
+    assert image.size == (64, 64)
+    tokenizer = build_pipeline("sd15").tokenizer
+    assert tokenizer.unk_token_id not in tokenizer(caption).input_ids[1:-1]  # every word is in the vocabulary
