@@ -51,6 +51,28 @@ def means(columns: list[str], cells: dict, descriptors: list[str]) -> dict[str, 
     return table
 
 
+def verdict(table: dict[str, dict[str, Any]], descriptor: str) -> str:
+    """One plain sentence answering "did the LoRA move the outputs towards the artist?", per strength."""
+    pairs = []
+    for column, row in table.items():
+        strength = strength_of(column)
+        base = table.get(f"base@{column.split('@', 1)[1]}") if column.startswith("oeuvre@") else None
+        if base is not None:
+            pairs.append((strength, row["style"][descriptor] - base["style"][descriptor]))
+    if not pairs:
+        return ""
+    higher = [s for s, delta in pairs if delta > 0]
+    deltas = ", ".join(f"{s:g}: {delta:+.3f}" for s, delta in sorted(pairs))
+    than = "more similar to the held-out works than the base model's"
+    if len(higher) == len(pairs):
+        lead = f"{than} at every strength"
+    elif higher:
+        lead = f"{than} at {len(higher)} of {len(pairs)} strengths"
+    else:
+        lead = f"not {than} at any strength"
+    return f"Under {descriptor}, the LoRA's outputs are {lead} (LoRA minus base: {deltas})."
+
+
 def _plot(path: Path, title: str, ylabel: str, xlabel: str, lines: dict, flat: dict) -> None:
     import matplotlib
 
@@ -175,6 +197,7 @@ def write_report(
             for stem in stems
         ],
         "means": table,
+        "verdict": verdict(table, judge.primary),
         "checkpoints": checkpoints,
         "plots": plots,
     }
@@ -266,6 +289,7 @@ edges against the content image. Base {esc(s["base_model"])}, LoRA scale {s["lor
 <h2>Means</h2>
 <table><tr><th>column</th><th>n</th>{"".join(f"<th>style [{esc(d)}]</th>" for d in descriptors)}
 <th>content kept</th><th>copies</th></tr>{mean_rows}</table>
+<p><b>{esc(data.get("verdict", ""))}</b></p>
 <h2>Plots</h2><div>{plots}</div>
 {checkpoints}
 <h2>Per content image</h2>

@@ -10,6 +10,7 @@ pictures) and the artist a procedural one; real results need a real base model a
 from __future__ import annotations
 
 import argparse
+import json
 import subprocess
 import sys
 import time
@@ -105,6 +106,9 @@ def main(argv=None) -> int:
         print(f"  {what}: {where}")
     if not_built:
         print(f"not built yet: {', '.join(not_built)}")
+    report = run / "report" / "report.json"
+    if report.is_file():  # the one-sentence answer, as the report states it
+        print(f"evaluation: {json.loads(report.read_text()).get('verdict', '')}")
     return 0
 
 

@@ -100,6 +100,25 @@ def test_means_table_covers_every_column(report):
     assert report["means"]["baseline"]["copies"] == 1
 
 
+def test_report_states_per_strength_whether_the_lora_beat_the_base(report, tmp_path):
+    from infer.eval_report import verdict
+
+    sentence = report["verdict"]
+    assert sentence.startswith("Under weights-free, the LoRA's outputs are ")
+    for strength in report["settings"]["strengths"]:
+        assert f"{strength:g}: " in sentence
+    row = {"n": 1, "content_kept": 0.5, "copies": 0}
+    table = {
+        "base@0.3": {**row, "style": {"d": 0.20}},
+        "base@0.6": {**row, "style": {"d": 0.20}},
+        "oeuvre@0.3": {**row, "style": {"d": 0.19}},
+        "oeuvre@0.6": {**row, "style": {"d": 0.25}},
+    }
+    assert "at 1 of 2 strengths (LoRA minus base: 0.3: -0.010, 0.6: +0.050)" in verdict(table, "d")
+    table["oeuvre@0.6"]["style"]["d"] = 0.1
+    assert "not more similar" in verdict(table, "d")
+
+
 def test_run_without_holdout_is_refused(tiny_run, tmp_path):
     run = tmp_path / "run"
     shutil.copytree(tiny_run, run, ignore=shutil.ignore_patterns("checkpoints", "index"))
