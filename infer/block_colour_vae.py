@@ -26,6 +26,7 @@ CONSTANT = 100.0  # K: large against colours in [-1, 1], so the norm's scale err
 SILU_SHIFT = 20.0  # silu(x + 20) = x + 20 to within 5e-8
 COLOURS = 3
 GROUP = 4  # channels per colour: (c, -c, K, -K)
+CARRIED = COLOURS * GROUP  # the channels every block passes through
 LOGVAR_MIN = -30.0  # diffusers clamps the log-variance here
 # Block colours in [-1, 1] spread about 0.4; x2.5 brings the scaled latents to SD's spread of ~1,
 # so the noise schedule drowns them at the same pace as in the real model.
@@ -35,7 +36,7 @@ LATENT_SPREAD = 2.5
 def config_kwargs(scaling_factor: float) -> dict:
     """The AutoencoderKL arguments this construction needs (three groups of four at the top)."""
     return dict(
-        block_out_channels=(COLOURS * GROUP, 24, 48, 48),
+        block_out_channels=(CARRIED, 24, 48, 48),
         layers_per_block=1,
         latent_channels=4,
         norm_num_groups=COLOURS,
@@ -48,21 +49,21 @@ def set_block_colour_weights(vae) -> None:
     latent_gain = LATENT_SPREAD / vae.config.scaling_factor
     with torch.no_grad():
         for parameter in vae.parameters():
-            parameter.zero_()
+            parameter.zero_()  # also the channels conv_out never reads: silu(0) = 0 there
         for coder in (vae.encoder, vae.decoder):
             _make_blocks_identities(coder)
-        _set_encoder_ends(vae, latent_gain)
-        _set_decoder_ends(vae, latent_gain)
-        _identity_1x1(vae.quant_conv.weight, vae.quant_conv.weight.shape[0])
-        _identity_1x1(vae.post_quant_conv.weight, vae.post_quant_conv.weight.shape[0])
+        encoder, decoder = vae.encoder, vae.decoder
+        _signed_layout(encoder.conv_in, 1.0)
+        _linear_norm_then_out(encoder.conv_norm_out, encoder.conv_out, latent_gain)
+        encoder.conv_out.bias[vae.config.latent_channels :] = LOGVAR_MIN
+        _signed_layout(decoder.conv_in, 1.0 / latent_gain)
+        _linear_norm_then_out(decoder.conv_norm_out, decoder.conv_out, 1.0)
+        _centre_identity(vae.quant_conv.weight, vae.quant_conv.weight.shape[0])
+        _centre_identity(vae.post_quant_conv.weight, vae.post_quant_conv.weight.shape[0])
         # zero_() also cleared the GroupNorm scales the identities never read; restore the defaults.
         for module in vae.modules():
             if isinstance(module, torch.nn.GroupNorm) and not module.weight.any():
                 module.weight.fill_(1.0)
-
-
-def _carried() -> int:
-    return COLOURS * GROUP
 
 
 def _centre_identity(weight: torch.Tensor, channels: int) -> None:
@@ -71,74 +72,42 @@ def _centre_identity(weight: torch.Tensor, channels: int) -> None:
         weight[c, c, centre_y, centre_x] = 1.0
 
 
-def _identity_1x1(weight: torch.Tensor, channels: int) -> None:
-    for c in range(channels):
-        weight[c, c, 0, 0] = 1.0
-
-
 def _make_blocks_identities(coder) -> None:
-    carried = _carried()
     blocks = getattr(coder, "down_blocks", None) or coder.up_blocks
     for block in [*blocks, coder.mid_block]:
         for resnet in block.resnets:  # conv2 stays zero: the block returns its shortcut
             if resnet.conv_shortcut is not None:
-                _identity_1x1(resnet.conv_shortcut.weight, carried)
+                _centre_identity(resnet.conv_shortcut.weight, CARRIED)
         for sampler in getattr(block, "downsamplers", None) or []:
             # pad (0, 1, 0, 1), 3x3 stride 2: the top-left 2x2 taps are exactly one 2x2 block.
-            for c in range(carried):
+            for c in range(CARRIED):
                 sampler.conv.weight[c, c, :2, :2] = 0.25
         for sampler in getattr(block, "upsamplers", None) or []:
             # nearest x2, then this conv. Not smoothed: with zero padding a blur greys the border.
-            _centre_identity(sampler.conv.weight, carried)
+            _centre_identity(sampler.conv.weight, CARRIED)
         # attention out-projections stay zero: the residual passes through unchanged
 
 
-def _signed_layout(conv, gain: float, source: list[int]) -> None:
-    """conv's outputs 4i..4i+3 := (g*x_i, -g*x_i, K, -K), x_i being input channel source[i]."""
+def _signed_layout(conv, gain: float) -> None:
+    """conv's outputs 4i..4i+3 := (g*x_i, -g*x_i, K, -K) for input channels x_0..x_2 (the colours)."""
     centre_y, centre_x = conv.weight.shape[2] // 2, conv.weight.shape[3] // 2
-    for i, channel in enumerate(source):
-        conv.weight[GROUP * i, channel, centre_y, centre_x] = gain
-        conv.weight[GROUP * i + 1, channel, centre_y, centre_x] = -gain
+    for i in range(COLOURS):
+        conv.weight[GROUP * i, i, centre_y, centre_x] = gain
+        conv.weight[GROUP * i + 1, i, centre_y, centre_x] = -gain
         conv.bias[GROUP * i + 2] = CONSTANT
         conv.bias[GROUP * i + 3] = -CONSTANT
 
 
-def _linear_norm_then_out(norm, conv_out, group_width: int, gains: list[float]) -> None:
-    """Make GroupNorm -> SiLU -> conv_out read colour i off channel 4i, times gains[i]."""
+def _linear_norm_then_out(norm, conv_out, gain: float) -> None:
+    """Make GroupNorm -> SiLU -> conv_out read colour i off channel 4i, times `gain`."""
     # Each group holds whole (c, -c, K, -K) quadruples and zeros: mean 0, std K*sqrt(2*pairs/width).
+    # (The encoder's groups span 16 channels, so there the three colours share one.)
+    group_width = norm.num_channels // norm.num_groups
     pairs = min(COLOURS, group_width // GROUP)
     std = CONSTANT * (2.0 * pairs / group_width) ** 0.5
     centre_y, centre_x = conv_out.weight.shape[2] // 2, conv_out.weight.shape[3] // 2
-    for i, gain in enumerate(gains):
+    for i in range(COLOURS):
         norm.weight[GROUP * i] = std
         norm.bias[GROUP * i] = SILU_SHIFT
         conv_out.weight[i, GROUP * i, centre_y, centre_x] = gain
         conv_out.bias[i] = -SILU_SHIFT * gain
-
-
-def _set_encoder_ends(vae, latent_gain: float) -> None:
-    encoder = vae.encoder
-    _signed_layout(encoder.conv_in, 1.0, list(range(COLOURS)))
-    group_width = encoder.conv_norm_out.num_channels // encoder.conv_norm_out.num_groups
-    # The group spans 16 channels here, so the colours share it; the layout keeps its mean at 0.
-    _linear_norm_then_out(encoder.conv_norm_out, encoder.conv_out, group_width, [latent_gain] * COLOURS)
-    _zero_scale_where_unused(encoder.conv_norm_out)
-    latent_channels = vae.config.latent_channels
-    encoder.conv_out.bias[latent_channels:] = LOGVAR_MIN
-
-
-def _set_decoder_ends(vae, latent_gain: float) -> None:
-    decoder = vae.decoder
-    _signed_layout(decoder.conv_in, 1.0 / latent_gain, list(range(COLOURS)))
-    group_width = decoder.conv_norm_out.num_channels // decoder.conv_norm_out.num_groups
-    _linear_norm_then_out(decoder.conv_norm_out, decoder.conv_out, group_width, [1.0] * COLOURS)
-    _zero_scale_where_unused(decoder.conv_norm_out)
-
-
-def _zero_scale_where_unused(norm) -> None:
-    # Channels conv_out never reads: scale 0 and shift 0 give silu(0) = 0, and keep them finite.
-    used = {GROUP * i for i in range(COLOURS)}
-    for c in range(norm.num_channels):
-        if c not in used:
-            norm.weight[c] = 0.0
-            norm.bias[c] = 0.0

@@ -53,12 +53,11 @@ def means(columns: list[str], cells: dict, descriptors: list[str]) -> dict[str, 
 
 def verdict(table: dict[str, dict[str, Any]], descriptor: str) -> str:
     """One plain sentence answering "did the LoRA move the outputs towards the artist?", per strength."""
-    pairs = []
-    for column, row in table.items():
-        strength = strength_of(column)
-        base = table.get(f"base@{column.split('@', 1)[1]}") if column.startswith("oeuvre@") else None
-        if base is not None:
-            pairs.append((strength, row["style"][descriptor] - base["style"][descriptor]))
+    pairs = [
+        (strength_of(column), row["style"][descriptor] - base["style"][descriptor])
+        for column, row in table.items()
+        if column.startswith("oeuvre@") and (base := table.get(column.replace("oeuvre@", "base@", 1)))
+    ]
     if not pairs:
         return ""
     higher = [s for s, delta in pairs if delta > 0]
@@ -289,7 +288,7 @@ edges against the content image. Base {esc(s["base_model"])}, LoRA scale {s["lor
 <h2>Means</h2>
 <table><tr><th>column</th><th>n</th>{"".join(f"<th>style [{esc(d)}]</th>" for d in descriptors)}
 <th>content kept</th><th>copies</th></tr>{mean_rows}</table>
-<p><b>{esc(data.get("verdict", ""))}</b></p>
+<p><b>{esc(data["verdict"])}</b></p>
 <h2>Plots</h2><div>{plots}</div>
 {checkpoints}
 <h2>Per content image</h2>

@@ -66,11 +66,6 @@ def generic_picture(rng: np.random.Generator, size: int) -> tuple[Image.Image, s
     return image.filter(ImageFilter.GaussianBlur(size / 128)), ", ".join(words)
 
 
-def _to_tensor(images: list[Image.Image]) -> torch.Tensor:
-    array = np.stack([np.asarray(image, dtype=np.float32) / 127.5 - 1.0 for image in images])
-    return torch.from_numpy(array).permute(0, 3, 1, 2)
-
-
 def _conditioning(pipe, captions: list[str]) -> tuple[torch.Tensor, dict]:
     """The text conditioning the pipeline itself would compute (SD 1.5 or SDXL)."""
     if hasattr(pipe, "text_encoder_2"):
@@ -101,7 +96,8 @@ def pretrain_unet(
     rng = np.random.default_rng(seed)
     drawn = [generic_picture(rng, size) for _ in range(pictures)]
     with torch.no_grad():
-        latents = pipe.vae.encode(_to_tensor([image for image, _ in drawn])).latent_dist.mode()
+        pixels = pipe.image_processor.preprocess([image for image, _ in drawn])  # [-1, 1] tensors
+        latents = pipe.vae.encode(pixels).latent_dist.mode()
         latents = latents * pipe.vae.config.scaling_factor
         # Some captions empty, as in real pre-training, so the unconditional branch of
         # classifier-free guidance has learned something too.
@@ -115,11 +111,12 @@ def pretrain_unet(
     losses = []
     for _ in tqdm(range(steps), desc="pre-training the tiny base", unit="step"):
         index = torch.randint(0, pictures, (batch_size,), generator=generator)
-        noise = torch.randn(latents[index].shape, generator=generator)
+        clean = latents[index]
+        noise = torch.randn(clean.shape, generator=generator)
         timesteps = torch.randint(
             0, noise_scheduler.config.num_train_timesteps, (batch_size,), generator=generator
         )
-        noisy = noise_scheduler.add_noise(latents[index], noise, timesteps)
+        noisy = noise_scheduler.add_noise(clean, noise, timesteps)
         kwargs = {k: {n: t[index] for n, t in v.items()} for k, v in extra.items()}
         prediction = unet(noisy, timesteps, text[index], **kwargs).sample
         loss = torch.nn.functional.mse_loss(prediction, noise)
