@@ -2,7 +2,7 @@
 
 Commands:
   restyle INPUT... --lora RUN_DIR|FILE|none [options]              img2img in the artist's style
-  tiny-base OUT --arch sd15|sdxl [--size tiny|full] [--pretrain-steps N]  a base pipeline, built offline
+  tiny-base OUT --arch sd15|sdxl [--size tiny|full] [--pretrain-steps N] [--vae-downsample 2|4|8]  a base pipeline, built offline
   arch BASE                                                      print sd15 or sdxl for a base model
   content OUT [--size 256]                                       the built-in content scenes
   lora inspect|convert|resize|merge|push ...                     LoRA file tools (kohya/diffusers, Hub)
@@ -44,6 +44,13 @@ def main(argv: Sequence[str]) -> int:
         type=int,
         default=0,
         help="tiny only: first train the UNet this many steps to denoise generic pictures (0: random)",
+    )
+    tiny.add_argument(
+        "--vae-downsample",
+        type=int,
+        choices=[2, 4, 8],
+        default=8,
+        help="tiny only: image pixels per latent pixel (8 as in SD; 2 keeps brush texture at 64 px)",
     )
     tiny.add_argument("--overwrite", action="store_true")
     add_debug_argument(tiny)
@@ -98,7 +105,15 @@ def main(argv: Sequence[str]) -> int:
         from infer.tiny_base import write_tiny_base
 
         start = time.perf_counter()
-        out = write_tiny_base(args.out, args.arch, args.size, args.seed, args.overwrite, args.pretrain_steps)
+        out = write_tiny_base(
+            args.out,
+            args.arch,
+            args.size,
+            args.seed,
+            args.overwrite,
+            args.pretrain_steps,
+            args.vae_downsample,
+        )
         print(f"wrote {args.size} {args.arch} base to {out} in {time.perf_counter() - start:.2f} s")
         return 0
     if args.command == "restyle":

@@ -3,12 +3,12 @@
 A randomly initialised VAE decodes every latent into the same kind of noise, so nothing a LoRA
 learns on the tiny base could show in its images. This one is the standard diffusers class and
 config (it saves, loads and runs like any SD VAE), but its weights make it a fixed, almost lossless
-codec of the image's colours at 1/8 resolution:
+codec of the image's colours at 1/8 resolution (or 1/4, 1/2: `config_kwargs(..., downsample)`):
 
-- encoder: latent channels 0-2 are the mean R, G, B of each 8x8 block, scaled so that
+- encoder: latent channels 0-2 are the mean R, G, B of each 8x8 (4x4, 2x2) block, scaled so that
   `latents * scaling_factor` has a spread near 1, as real SD latents do; channel 3 is 0;
   the log-variance is the smallest diffusers allows, so sampling returns the mean;
-- decoder: the inverse, each block's colour painted back over its 8x8 pixels.
+- decoder: the inverse, each block's colour painted back over its pixels.
 
 How: every residual branch and attention output is zeroed, so those blocks are identities; the
 down- and up-samplers average and repeat. The one obstacle is the GroupNorm + SiLU before each
@@ -33,10 +33,17 @@ LOGVAR_MIN = -30.0  # diffusers clamps the log-variance here
 LATENT_SPREAD = 2.5
 
 
-def config_kwargs(scaling_factor: float) -> dict:
+# Image pixels per latent pixel -> channels per block; the last is always 48 (three groups of 16).
+BLOCK_CHANNELS = {2: (CARRIED, 48), 4: (CARRIED, 24, 48), 8: (CARRIED, 24, 48, 48)}
+
+
+def config_kwargs(scaling_factor: float, downsample: int = 8) -> dict:
     """The AutoencoderKL arguments this construction needs (three groups of four at the top)."""
+    channels = BLOCK_CHANNELS[downsample]
     return dict(
-        block_out_channels=(CARRIED, 24, 48, 48),
+        block_out_channels=channels,
+        down_block_types=("DownEncoderBlock2D",) * len(channels),
+        up_block_types=("UpDecoderBlock2D",) * len(channels),
         layers_per_block=1,
         latent_channels=4,
         norm_num_groups=COLOURS,

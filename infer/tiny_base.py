@@ -89,17 +89,15 @@ def _clip_text_config(size: Size, vocab_size: int, eos_id: int, bos_id: int, *, 
     )
 
 
-def _vae(arch: Arch, size: Size):
+def _vae(arch: Arch, size: Size, downsample: int = 8):
     from diffusers import AutoencoderKL
 
     scaling = {"sd15": 0.18215, "sdxl": 0.13025}[arch]
-    # Four blocks in both sizes so latents are 1/8 of the image, as in the real models.
-    blocks = dict(down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4)
-    common = dict(in_channels=3, out_channels=3, force_upcast=arch == "sdxl", **blocks)
+    common = dict(in_channels=3, out_channels=3, force_upcast=arch == "sdxl")
     if size == "tiny":
         # A random tiny VAE decodes everything to noise, hiding whatever the UNet learned; this
-        # one is hand-set to a working codec of 8x8 block colours (see block_colour_vae).
-        vae = AutoencoderKL(sample_size=64, **block_colour_vae.config_kwargs(scaling), **common)
+        # one is hand-set to a working codec of block colours (see block_colour_vae).
+        vae = AutoencoderKL(sample_size=64, **block_colour_vae.config_kwargs(scaling, downsample), **common)
         block_colour_vae.set_block_colour_weights(vae)
         return vae
     return AutoencoderKL(
@@ -109,6 +107,8 @@ def _vae(arch: Arch, size: Size):
         norm_num_groups=32,
         sample_size={"sd15": 512, "sdxl": 1024}[arch],
         scaling_factor=scaling,
+        down_block_types=("DownEncoderBlock2D",) * 4,  # latents 1/8 of the image, as in SD
+        up_block_types=("UpDecoderBlock2D",) * 4,
         **common,
     )
 
@@ -190,21 +190,28 @@ def _scheduler(arch: Arch):
     return EulerDiscreteScheduler(timestep_spacing="leading", prediction_type="epsilon", **common)
 
 
-def build_pipeline(arch: Arch = "sd15", size: Size = "tiny", seed: int = 0):
-    """A randomly initialised text-to-image pipeline; the same seed gives the same weights."""
+def build_pipeline(arch: Arch = "sd15", size: Size = "tiny", seed: int = 0, vae_downsample: int = 8):
+    """A randomly initialised text-to-image pipeline; the same seed gives the same weights.
+
+    `vae_downsample` (tiny only): 8 as in SD. The tiny VAE codes only each block's colour, so at 64 px
+    an 8x8 block loses every brush stroke; 2 keeps them, at the cost of a UNet on 4x4 more latents."""
     import torch
     from diffusers import StableDiffusionPipeline, StableDiffusionXLPipeline
     from transformers import CLIPTextModel, CLIPTextModelWithProjection
 
     if arch not in ("sd15", "sdxl") or size not in ("tiny", "full"):
         raise OeuvreError(f"tiny-base: expected --arch sd15|sdxl and --size tiny|full, got {arch}, {size}")
+    if vae_downsample not in block_colour_vae.BLOCK_CHANNELS or (size == "full" and vae_downsample != 8):
+        raise OeuvreError(
+            f"--vae-downsample {vae_downsample}: expected 2, 4 or 8 with --size tiny, and 8 with --size full"
+        )
     tokenizer = build_clip_tokenizer()
     ids = dict(vocab_size=len(tokenizer), eos_id=tokenizer.eos_token_id, bos_id=tokenizer.bos_token_id)
     # Each component from its own seed, so the weights don't depend on construction order.
     torch.manual_seed(seed)
     unet = _sd15_unet(size) if arch == "sd15" else _sdxl_unet(size)
     torch.manual_seed(seed + 1)
-    vae = _vae(arch, size)
+    vae = _vae(arch, size, vae_downsample)
     torch.manual_seed(seed + 2)
     if arch == "sd15":
         text_encoder = CLIPTextModel(_clip_text_config(size, **ids))
@@ -239,11 +246,13 @@ def write_tiny_base(
     seed: int = 0,
     overwrite: bool = False,
     pretrain_steps: int = 0,
+    vae_downsample: int = 8,
 ) -> Path:
     """Build and save a pipeline folder atomically (it appears whole or not at all).
 
     `pretrain_steps` > 0 first trains the tiny UNet to denoise generic pictures (tiny_pretrain),
-    so that img2img and a LoRA have a working denoiser to start from."""
+    so that img2img and a LoRA have a working denoiser to start from. `vae_downsample` < 8 gives the
+    tiny VAE finer latents (see build_pipeline)."""
     out = Path(out)
     if out.exists() and not overwrite:
         raise OeuvreError(f"{out}: already exists; pass --overwrite to replace it")
@@ -251,7 +260,7 @@ def write_tiny_base(
         raise OeuvreError(
             f"--pretrain-steps {pretrain_steps}: expected 0, or a positive count with --size tiny"
         )
-    pipe = build_pipeline(arch, size, seed)
+    pipe = build_pipeline(arch, size, seed, vae_downsample)
     if pretrain_steps:
         from infer.tiny_pretrain import pretrain_unet
 

@@ -84,7 +84,7 @@ def pretrain_unet(
     steps: int,
     *,
     pictures: int = 512,
-    batch_size: int = 16,
+    batch_size: int = 8,
     size: int = 64,
     lr: float = 1e-3,
     seed: int = 0,

@@ -91,6 +91,32 @@ def test_tiny_vae_round_trips_8x8_block_colours(tiny_bases, arch):
     assert torch.allclose(scaled, blocks * 2.5, atol=1e-3)
 
 
+@pytest.mark.parametrize("downsample", [2, 4])
+def test_tiny_vae_can_code_finer_blocks(tmp_path, downsample):
+    from diffusers import AutoencoderKL, StableDiffusionImg2ImgPipeline
+
+    base = write_tiny_base(tmp_path / "base", "sd15", vae_downsample=downsample)
+    vae = AutoencoderKL.from_pretrained(base, subfolder="vae")
+    image = torch.rand(1, 3, 64, 64, generator=torch.Generator().manual_seed(1)) * 2 - 1
+    with torch.no_grad():
+        latents = vae.encode(image).latent_dist.sample()
+        decoded = vae.decode(latents).sample
+    blocks = torch.nn.functional.avg_pool2d(image, downsample)
+    assert latents.shape == (1, 4, 64 // downsample, 64 // downsample)
+    assert (decoded - torch.nn.functional.interpolate(blocks, scale_factor=downsample)).abs().max() < 1e-3
+    # diffusers sizes its latents from the VAE's config, so the whole pipeline follows.
+    pipe = StableDiffusionImg2ImgPipeline.from_pretrained(base)
+    assert pipe.vae_scale_factor == downsample
+
+
+def test_full_size_vae_downsamples_by_8_only(tmp_path):
+    with pytest.raises(OeuvreError, match="vae-downsample 2"):
+        write_tiny_base(tmp_path / "full", "sd15", size="full", vae_downsample=2)
+    with pytest.raises(OeuvreError, match="vae-downsample 3"):
+        build_pipeline("sd15", vae_downsample=3)
+    assert not (tmp_path / "full").exists()
+
+
 def test_pretraining_teaches_the_tiny_unet_to_denoise():
     from infer.tiny_pretrain import pretrain_unet
 
