@@ -2,7 +2,8 @@
 
 Commands:
   restyle INPUT... --lora RUN_DIR|FILE|none [options]              img2img in the artist's style
-  tiny-base OUT --arch sd15|sdxl [--size tiny|full] [--pretrain-steps N] [--vae-downsample 2|4|8]  a base pipeline, built offline
+  tiny-base OUT --arch sd15|sdxl [--size tiny|full] [--pretrain-steps N] [--vae-downsample 2|4|8]
+                                                                 a base pipeline, built offline
   arch BASE                                                      print sd15 or sdxl for a base model
   content OUT [--size 256]                                       the built-in content scenes
   lora inspect|convert|resize|merge|push ...                     LoRA file tools (kohya/diffusers, Hub)
