@@ -194,7 +194,7 @@ def build_pipeline(arch: Arch = "sd15", size: Size = "tiny", seed: int = 0, vae_
     """A randomly initialised text-to-image pipeline; the same seed gives the same weights.
 
     `vae_downsample` (tiny only): 8 as in SD. The tiny VAE codes only each block's colour, so at 64 px
-    an 8x8 block loses every brush stroke; 2 keeps them, at the cost of a UNet on 4x4 more latents."""
+    an 8x8 block loses every brush stroke; 2 keeps them, at the cost of a UNet on 16 times the latents."""
     import torch
     from diffusers import StableDiffusionPipeline, StableDiffusionXLPipeline
     from transformers import CLIPTextModel, CLIPTextModelWithProjection

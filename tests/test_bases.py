@@ -91,11 +91,11 @@ def test_tiny_vae_round_trips_8x8_block_colours(tiny_bases, arch):
     assert torch.allclose(scaled, blocks * 2.5, atol=1e-3)
 
 
-@pytest.mark.parametrize("downsample", [2, 4])
-def test_tiny_vae_can_code_finer_blocks(tmp_path, downsample):
-    from diffusers import AutoencoderKL, StableDiffusionImg2ImgPipeline
+@pytest.mark.parametrize(("arch", "downsample"), [("sd15", 2), ("sd15", 4), ("sdxl", 2)])
+def test_tiny_vae_can_code_finer_blocks(tmp_path, arch, downsample):
+    from diffusers import AutoencoderKL, AutoPipelineForImage2Image
 
-    base = write_tiny_base(tmp_path / "base", "sd15", vae_downsample=downsample)
+    base = write_tiny_base(tmp_path / "base", arch, vae_downsample=downsample)
     vae = AutoencoderKL.from_pretrained(base, subfolder="vae")
     image = torch.rand(1, 3, 64, 64, generator=torch.Generator().manual_seed(1)) * 2 - 1
     with torch.no_grad():
@@ -105,8 +105,11 @@ def test_tiny_vae_can_code_finer_blocks(tmp_path, downsample):
     assert latents.shape == (1, 4, 64 // downsample, 64 // downsample)
     assert (decoded - torch.nn.functional.interpolate(blocks, scale_factor=downsample)).abs().max() < 1e-3
     # diffusers sizes its latents from the VAE's config, so the whole pipeline follows.
-    pipe = StableDiffusionImg2ImgPipeline.from_pretrained(base)
+    pipe = AutoPipelineForImage2Image.from_pretrained(base)
     assert pipe.vae_scale_factor == downsample
+    picture = (decoded[0].permute(1, 2, 0) * 0.5 + 0.5).clamp(0, 1).numpy()
+    out = pipe("a house", image=picture[None], strength=0.5, num_inference_steps=2, output_type="np")
+    assert out.images.shape == (1, 64, 64, 3)
 
 
 def test_full_size_vae_downsamples_by_8_only(tmp_path):
