@@ -417,3 +417,18 @@ def test_accelerate_configs_parse():
         for p in (REPO / "configs/accelerate").glob("*.yaml")
     }
     assert kinds == {"NO", "MULTI_GPU", "DEEPSPEED", "FSDP"}
+
+
+def test_sample_grid_labels_keep_the_whole_prompt():
+    import numpy as np
+    from PIL import Image
+
+    from train.validation import grid
+
+    tiles = [Image.new("RGB", (64, 64), "grey")] * 3
+    prompt = "restyle: a village street with houses and a church under a night sky, <demo-artist>"
+    sheet = np.asarray(grid([prompt, "short"], [tiles, tiles], "title").convert("L"))
+    label_column = sheet[48 : 48 + 128, :200]  # the first row's label, under the two header lines
+    inked_lines = np.flatnonzero((label_column < 128).any(axis=1))
+    # Wrapped onto three lines, not cut after 34 characters: ink reaches well below the first line.
+    assert inked_lines.max() - inked_lines.min() > 25

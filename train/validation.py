@@ -4,6 +4,7 @@ style-leak number, and a validation loss on the holdout at fixed noise, comparab
 from __future__ import annotations
 
 import io
+import textwrap
 from pathlib import Path
 
 import numpy as np
@@ -120,7 +121,9 @@ def grid(labels: list[str], rows: list[list[Image.Image]], title: str) -> Image.
         draw.text((label_w + c * tile + 4, head_h + 4), name, fill="black")
     for r, (label, row) in enumerate(zip(labels, rows, strict=True)):
         y = head_h * 2 + r * tile
-        draw.text((4, y + 4), label[:34], fill="black")
+        # Whole prompts, wrapped: the trigger token sits at their end, where a cut would fall.
+        lines = textwrap.wrap(label, 34, break_on_hyphens=False)[: tile // 14]
+        draw.multiline_text((4, y + 4), "\n".join(lines), fill="black")
         for c, image in enumerate(row):
             sheet.paste(image.resize((tile, tile)), (label_w + c * tile, y))
     return sheet
