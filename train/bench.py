@@ -55,7 +55,7 @@ def measure(variant: str, spec: BenchSpec, paired: bool = False) -> dict:
     from train.cache import LatentCache, PromptCache
     from train.images import ArtistImages
     from train.loss import timestep_weights
-    from train.models import Components, add_lora_adapters
+    from train.models import add_lora_adapters, frozen_components
     from train.recipe import (
         Step,
         batch_of,
@@ -74,10 +74,7 @@ def measure(variant: str, spec: BenchSpec, paired: bool = False) -> dict:
     overrides = [f"output_dir={work}", f"train.resolution_px={spec.resolution}", "train.pivotal_tuning=false"]
     config = load_config(PROJECT_CONFIGS / "demo.yaml", overrides)
     pipe = build_pipeline(spec.arch, spec.size, seed=0)
-    pipe.set_progress_bar_config(disable=True)
-    parts = Components(spec.arch, pipe, DDPMScheduler.from_config(pipe.scheduler.config))
-    for module in (parts.unet, parts.vae, *parts.text_encoders):
-        module.requires_grad_(False)
+    parts = frozen_components(spec.arch, pipe, DDPMScheduler.from_config(pipe.scheduler.config))
     add_lora_adapters(parts, config.train)
     layout = torch.channels_last if variant == "ours" else torch.contiguous_format
     place_for_training(parts, device, weight_dtype, [], spec.gradient_checkpointing, layout)
@@ -220,8 +217,7 @@ def main(argv=None) -> int:
                 runs[variant].append(result)
             continue
         for variant in order:
-            command = [sys.executable, "-m", "train.bench", "--variant", variant, *spec_args(spec)]
-            done = subprocess.run(command, capture_output=True, text=True)
+            done = subprocess.run(child_command(variant, spec), capture_output=True, text=True)
             if done.returncode:
                 raise SystemExit(f"train.bench {variant} failed:\n{done.stderr[-3000:]}")
             runs[variant].append(json.loads(done.stdout.strip().splitlines()[-1]))
@@ -255,18 +251,13 @@ def run_paired(order: tuple[str, ...], spec: BenchSpec) -> dict[str, dict]:
     children = {}
     with tempfile.TemporaryDirectory(prefix="oeuvre-bench-") as logs:
         for variant in order:
-            command = [
-                sys.executable,
-                "-m",
-                "train.bench",
-                "--variant",
-                variant,
-                "--paired",
-                *spec_args(spec),
-            ]
             errors = open(Path(logs) / f"{variant}.err", "w+")  # noqa: SIM115 - closed below
             process = subprocess.Popen(
-                command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=errors, text=True
+                child_command(variant, spec, "--paired"),
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=errors,
+                text=True,
             )
             children[variant] = (process, errors)
             _read_until(variant, children[variant], "ready")  # one at a time: set-up is not timed
@@ -292,6 +283,11 @@ def _read_until(variant: str, child, prefix: str) -> str:
             return line
     errors.seek(0)
     raise SystemExit(f"train.bench {variant} failed:\n{errors.read()[-3000:]}")
+
+
+def child_command(variant: str, spec: BenchSpec, *flags: str) -> list[str]:
+    """The command that measures one side of `spec` in its own process."""
+    return [sys.executable, "-m", "train.bench", "--variant", variant, *flags, *spec_args(spec)]
 
 
 def spec_args(spec: BenchSpec) -> list[str]:

@@ -52,14 +52,16 @@ def load_components(base_model: str) -> Components:
     except OSError as exc:
         raise BaseModelError(f"base_model {base_model}: could not load the pipeline ({exc})") from exc
     check_tokenizers(pipe, base_model)
+    return frozen_components(arch, pipe, noise_scheduler)
+
+
+def frozen_components(arch: str, pipe, noise_scheduler) -> Components:
+    """The pipeline ready for LoRA training: every base weight frozen, sampling progress bars off."""
+    parts = Components(arch, pipe, noise_scheduler)
     pipe.set_progress_bar_config(disable=True)
-    for module in (
-        pipe.unet,
-        pipe.vae,
-        *[m for m in (pipe.text_encoder, getattr(pipe, "text_encoder_2", None)) if m],
-    ):
+    for module in (parts.unet, parts.vae, *parts.text_encoders):
         module.requires_grad_(False)
-    return Components(arch, pipe, noise_scheduler)
+    return parts
 
 
 def lora_config(cfg: TrainConfig, target_modules: list[str]):
