@@ -21,7 +21,6 @@ from data.captions import AutoCaptioner, check_template, render_caption
 from data.card import render_card
 from data.curate import FactsCache, Record, curate
 from data.dedupe import group_near_duplicates
-from data.phash import from_hex, hamming
 from data.report import build_report, reason_counts, write_report_html, write_report_json
 from data.sources import Candidate, describe_source, iter_source
 from data.split import split_groups
@@ -30,6 +29,7 @@ from oeuvre.config import to_plain
 from oeuvre.config_schema import Config
 from oeuvre.errors import OeuvreError
 from oeuvre.paths import RunPaths
+from oeuvre.phash import from_hex, hamming
 
 SPLITS = ("train", "holdout")
 METADATA_KEYS = ("title", "year", "genre", "style")

@@ -20,10 +20,10 @@ from typing import Any
 from PIL import Image
 
 from data.decode import Rejected, decode_image
-from data.phash import phash, to_hex, view_hashes
 from data.sources import Candidate
 from oeuvre.atomic import atomic_write_bytes
 from oeuvre.config_schema import DataConfig
+from oeuvre.phash import phash, to_hex, view_hashes
 
 FACTS_VERSION = 1
 THUMB_PX = 112

@@ -46,3 +46,16 @@ def atomic_directory(path: str | Path, overwrite: bool = False) -> Iterator[Path
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+def png_bytes(image, pnginfo=None) -> bytes:
+    """A PIL image as PNG file bytes (with `pnginfo` text chunks when given)."""
+    import io
+
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG", pnginfo=pnginfo)
+    return buffer.getvalue()
+
+
+def atomic_write_png(path: str | Path, image) -> Path:
+    return atomic_write_bytes(path, png_bytes(image))

@@ -2,7 +2,7 @@
 and bench/RESULTS.md (min and median over repeats, the machine, the versions).
 
 Each benchmark is its package's own command (`python -m data.bench`, `python -m train.bench`,
-`python -m infer.bench_restyle`), run here as a subprocess so its memory peak is its own."""
+`python -m infer.restyle.bench`), run here as a subprocess so its memory peak is its own."""
 
 from __future__ import annotations
 
@@ -112,7 +112,7 @@ def bench_train_gpu() -> dict:
 
 
 def bench_restyle(repeats: int, full: bool) -> dict:
-    run = run_json(["-m", "infer.bench_restyle", "--repeats", str(repeats), *(["--full"] if full else [])])
+    run = run_json(["-m", "infer.restyle.bench", "--repeats", str(repeats), *(["--full"] if full else [])])
     results = {}
     for label, row in run.items():
         plain, ours = row["plain_diffusers_unfused"], row["ours"]

@@ -17,9 +17,3 @@ class BaseModelError(OeuvreError):
     """The base pipeline cannot be found, loaded, or is not SD 1.5 / SDXL."""
 
     exit_code = 2
-
-
-class NotBuiltYet(OeuvreError):
-    """A command whose part of the pipeline has not been written yet; it says so instead of pretending."""
-
-    exit_code = 3

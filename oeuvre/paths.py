@@ -44,3 +44,22 @@ class RunPaths:
     @property
     def report(self) -> Path:
         return self.root / "report"
+
+
+# A checkpoint folder `checkpoints/step-N/` is complete once training has written its state file last;
+# training (resume, pruning) and evaluation (`infer evaluate --checkpoints`) both go by this one rule.
+CHECKPOINT_STATE_FILE = "trainer_state.json"
+CHECKPOINT_TRAINABLE_FILE = "trainable.safetensors"
+
+
+def complete_checkpoints(folder: Path) -> list[Path]:
+    """step-N folders whose state file and trainable weights are both there, oldest first; half-written
+    temporary folders (`.tmp-step-N`) never count."""
+    found = [
+        p
+        for p in folder.glob("step-*")
+        if p.name[5:].isdigit()
+        and (p / CHECKPOINT_STATE_FILE).is_file()
+        and (p / CHECKPOINT_TRAINABLE_FILE).is_file()
+    ]
+    return sorted(found, key=lambda p: int(p.name[5:]))

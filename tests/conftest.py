@@ -18,7 +18,7 @@ REPO = Path(__file__).resolve().parents[1]
 @pytest.fixture(scope="session")
 def tiny_bases(tmp_path_factory) -> dict[str, Path]:
     """Tiny random SD 1.5- and SDXL-shaped pipeline folders, built here, never downloaded."""
-    from infer.tiny_base import write_tiny_base
+    from infer.bases.tiny import write_tiny_base
 
     root = tmp_path_factory.mktemp("bases")
     return {arch: write_tiny_base(root / arch, arch, "tiny", seed=0) for arch in ("sd15", "sdxl")}

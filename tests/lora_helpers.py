@@ -9,7 +9,7 @@ from pathlib import Path
 
 import torch
 
-from infer.lora_files import save_embedding_file, save_lora_file
+from infer.lora.files import save_embedding_file, save_lora_file
 
 UNET_TARGETS = ["to_q", "to_k", "to_v", "to_out.0"]
 TEXT_TARGETS = ["q_proj", "k_proj", "v_proj", "out_proj"]

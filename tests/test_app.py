@@ -11,10 +11,10 @@ import pytest
 from PIL import Image
 from train_helpers import train_config, write_dataset
 
-from infer.app_handlers import AppState, Knobs, report_html, restyle
-from infer.app_runs import list_runs
-from infer.inputs import InputError
-from infer.png_info import parse_parameters, read_parameters
+from infer.app.handlers import AppState, Knobs, report_html, restyle
+from infer.app.runs import list_runs
+from infer.restyle.inputs import InputError
+from infer.restyle.png_info import parse_parameters, read_parameters
 
 TOKEN = "<demo-artist>"
 
@@ -77,7 +77,7 @@ def photos(tmp_path_factory) -> dict[str, Path]:
 @pytest.fixture(scope="module")
 def served(runs, tmp_path_factory):
     """The app on 127.0.0.1 on a free port, in a background thread; (url, state)."""
-    from infer.app import launch
+    from infer.app.page import launch
 
     state = AppState(runs_dir=runs, out_dir=tmp_path_factory.mktemp("app-out"), max_pixels=300 * 300)
     app = launch(state, port=_free_port(), prevent_thread_lock=True, quiet=True)
@@ -191,7 +191,7 @@ def test_switching_artists_swaps_the_lora_on_the_same_base(runs, photos, tmp_pat
     first = restyle(state, "demo", [photos["good"]], knobs)
     restyle(state, "twin", [photos["good"]], knobs)
     again = restyle(state, "demo", [photos["good"]], knobs)
-    pipe = state.keeper._loaded.pipe
+    pipe = state.keeper._loaded.base.pipe
     assert state.keeper.base_loads == 1
     assert {name for names in pipe.get_list_adapters().values() for name in names} == {"artist_demo"}
     # After two swaps (LoRA and trigger embedding out and back in), the same image comes out.
@@ -289,18 +289,19 @@ def test_nearest_works_without_a_dataset_says_retrieval_is_not_available(client,
 def test_lora_push_with_app_uploads_an_app_that_serves_the_pushed_lora(runs, tmp_path, monkeypatch):
     import runpy
 
-    import infer.app
-    from infer import lora_tools
+    import infer.app.page
+    from infer.app.space import write_space_files
+    from infer.lora import tools as lora_tools
 
     run = runs / "demo"
-    lines = lora_tools.push(run, "someone/demo-lora", dry_run=True, with_app=True)
+    lines = lora_tools.push(run, "someone/demo-lora", dry_run=True, extra_files=write_space_files)
     assert any(line.startswith("app.py ") for line in lines)
     # The pushed repo as downloaded: LoRA files with app.py beside them; app.py serves them as runs/demo.
     repo = tmp_path / "repo"
     shutil.copytree(run / "lora", repo, ignore=shutil.ignore_patterns("space"))
     shutil.copy(run / "lora" / "space" / "app.py", repo / "app.py")
     served = []
-    monkeypatch.setattr(infer.app, "launch", lambda state, **options: served.append((state, options)))
+    monkeypatch.setattr(infer.app.page, "launch", lambda state, **options: served.append((state, options)))
     runpy.run_path(str(repo / "app.py"))
     ((state, options),) = served
     assert [(r.name, r.problem) for r in list_runs(state.runs_dir)] == [("demo", None)]

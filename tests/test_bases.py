@@ -10,8 +10,8 @@ import torch
 from PIL import Image
 from safetensors.torch import load_file
 
-from infer.base_model import detect_arch, load_img2img_pipeline, resolve_base
-from infer.tiny_base import build_pipeline, write_tiny_base
+from infer.bases.resolve import detect_arch, load_img2img_pipeline, resolve_base
+from infer.bases.tiny import build_pipeline, write_tiny_base
 from oeuvre.errors import BaseModelError, OeuvreError
 
 
@@ -121,7 +121,7 @@ def test_full_size_vae_downsamples_by_8_only(tmp_path):
 
 
 def test_pretraining_teaches_the_tiny_unet_to_denoise():
-    from infer.tiny_pretrain import pretrain_unet
+    from infer.bases.tiny_pretrain import pretrain_unet
 
     pipe = build_pipeline("sd15")
     losses = pretrain_unet(pipe, 60, pictures=32, batch_size=8)
@@ -202,7 +202,7 @@ def test_builtin_content_scenes_are_written(run_cli, tmp_path):
 
 
 def test_pretraining_pictures_are_captioned_with_their_colours():
-    from infer.tiny_pretrain import colour_name, generic_picture
+    from infer.bases.tiny_pretrain import colour_name, generic_picture
 
     assert colour_name((25, 35, 95)) == "dark blue" and colour_name((250, 250, 245)) == "white"
     image, caption = generic_picture(np.random.default_rng(1), 64)

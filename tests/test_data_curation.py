@@ -14,8 +14,8 @@ from PIL import Image
 from data import curate as curate_module
 from data.build import build_dataset
 from data.decode import Rejected, decode_image
-from data.phash import hamming, phash
 from oeuvre.config import PROJECT_CONFIGS, load_config
+from oeuvre.phash import hamming, phash
 
 
 def scene(seed: int, size: tuple[int, int] = (96, 96)) -> Image.Image:

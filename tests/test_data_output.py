@@ -13,9 +13,9 @@ from PIL import Image
 
 from data.build import NothingUsable, build_dataset
 from data.load import load_curated
-from data.phash import from_hex, hamming
 from data.split import choose_holdout, holdout_count, split_groups
 from oeuvre.config import PROJECT_CONFIGS, load_config
+from oeuvre.phash import from_hex, hamming
 
 FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures"
 COLUMNS = {"file_name", "text", "source", "sha256", "width", "height", "phash", "title", "year", "genre"}

@@ -5,9 +5,10 @@ from __future__ import annotations
 from PIL import Image, ImageFilter
 
 from data.synth import paint_artist
-from infer.content import house
-from infer.content_kept import content_kept
-from infer.copy_check import copy_features, nearest_copy, phash
+from infer.evaluate.content_kept import content_kept
+from infer.evaluate.copy_check import copy_features, nearest_copy
+from infer.restyle.content import house
+from oeuvre.phash import phash
 
 
 def _works(tmp_path, n=6):

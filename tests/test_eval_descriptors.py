@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 from data.synth import paint_artist
-from infer.descriptors import WEIGHTS_FREE, WeightsFree, load_descriptor
+from infer.works.descriptors import WEIGHTS_FREE, WeightsFree, load_descriptor
 
 FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures"
 
@@ -151,7 +151,7 @@ def _openai_vit_state(width: int = 64, layers: int = 1, patch: int = 8, grid: in
 def test_csd_checkpoint_converted_with_weights_only_gives_style_embeddings(tmp_path):
     import torch
 
-    from infer.descriptors import convert_csd_checkpoint
+    from infer.works.descriptors import convert_csd_checkpoint
 
     torch.save(
         {"model_state_dict": {f"module.{k}": v for k, v in _openai_vit_state().items()}}, tmp_path / "c.pth"

@@ -11,7 +11,7 @@ from eval_helpers import train_tiny_run
 from PIL import Image
 
 from infer.__main__ import main
-from infer.inputs import InputError
+from infer.restyle.inputs import InputError
 
 FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures"
 STRENGTHS = ("0.5", "0.9")
@@ -25,7 +25,7 @@ def tiny_run(tiny_bases, tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def report(tiny_run, tmp_path_factory) -> dict:
     """One evaluation with a baseline that is a copy of a training work, and checkpoints."""
-    from infer.content import write_builtin_content
+    from infer.restyle.content import write_builtin_content
 
     content = tmp_path_factory.mktemp("content")
     write_builtin_content(content, 64)
@@ -101,7 +101,7 @@ def test_means_table_covers_every_column(report):
 
 
 def test_report_states_per_strength_whether_the_lora_beat_the_base(report, tmp_path):
-    from infer.eval_report import verdict
+    from infer.evaluate.report import verdict
 
     sentence = report["verdict"]
     assert sentence.startswith("Under weights-free, the LoRA's outputs are ")
@@ -142,7 +142,7 @@ def test_baseline_names_matching_no_content_are_listed(tiny_run, tmp_path):
 
 
 def test_missing_learned_descriptor_falls_back_and_says_so(tiny_run, tmp_path, capsys):
-    from infer.evaluate import Judge
+    from infer.evaluate.command import Judge
 
     judge = Judge(tiny_run / "dataset", [f"clip:{tmp_path / 'absent'}"], top_k=3)
     assert [d.name for d in judge.descriptors] == ["weights-free"]

@@ -10,8 +10,8 @@ import pytest
 import torch
 from lora_helpers import img2img_np, make_random_embedding, make_random_lora
 
-from infer.base_model import load_img2img_pipeline
-from infer.lora_files import (
+from infer.bases.resolve import load_img2img_pipeline
+from infer.lora.files import (
     LoraFileError,
     check_lora_fits,
     find_run_lora,

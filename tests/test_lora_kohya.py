@@ -11,9 +11,9 @@ import torch
 from lora_helpers import TEXT_TARGETS, UNET_TARGETS, img2img_np, make_random_lora
 from safetensors.torch import load_file
 
-from infer.base_model import load_img2img_pipeline
-from infer.lora_files import read_lora_metadata
-from infer.lora_tools import load_lora, save_lora
+from infer.bases.resolve import load_img2img_pipeline
+from infer.lora.files import read_lora_metadata
+from infer.lora.tools import load_lora, save_lora
 
 RANK, ALPHA = 4, 8.0  # alpha != rank: a converter that writes alpha = rank halves the strength
 
@@ -140,7 +140,7 @@ def test_round_trip_convert_keeps_weights_alpha_and_metadata(tiny_bases, tmp_pat
 def test_kohya_lora_of_another_arch_refused_even_without_metadata(tiny_bases, tmp_path, lora_arch, base_arch):
     from safetensors.torch import save_file
 
-    from infer.lora_files import LoraFileError, check_lora_fits
+    from infer.lora.files import LoraFileError, check_lora_fits
 
     _, kohya_file = _both_files(tiny_bases[lora_arch], lora_arch, tmp_path, False)
     bare = tmp_path / "bare.safetensors"

@@ -10,8 +10,8 @@ import torch
 from lora_helpers import make_random_embedding, make_random_lora
 from safetensors.torch import load_file, save_file
 
-from infer.lora_files import LoraFileError, read_lora_metadata
-from infer.lora_tools import load_lora, merge, push, resize, save_lora
+from infer.lora.files import LoraFileError, read_lora_metadata
+from infer.lora.tools import load_lora, merge, push, resize, save_lora
 
 
 @pytest.fixture
@@ -57,7 +57,7 @@ def test_inspect_reports_format_arch_rank_alpha_targets_and_trigger(run_cli, tin
 
 
 def test_inspect_knows_an_embedding_file(tmp_path):
-    from infer.lora_tools import inspect_file
+    from infer.lora.tools import inspect_file
 
     info = inspect_file(make_random_embedding("sdxl", tmp_path / "e_emb.safetensors"))
     assert info["format"] == "embedding" and info["arch"] == "sdxl"

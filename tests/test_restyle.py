@@ -12,7 +12,7 @@ from lora_helpers import make_random_embedding, make_random_lora
 from PIL import Image
 
 from infer.__main__ import main
-from infer.png_info import parse_parameters, read_parameters
+from infer.restyle.png_info import parse_parameters, read_parameters
 from oeuvre.cli import run_main
 
 # CPU and fp32 everywhere, so results compare with plain diffusers on CPU even on a GPU machine.

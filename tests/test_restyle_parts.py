@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from infer.inputs import InputError, collect_inputs, fit_size, open_image, output_stems
-from infer.png_info import format_parameters, parse_parameters, png_with_parameters, read_parameters
-from infer.sweep import grid_image, parse_sweep
+from infer.restyle.inputs import InputError, collect_inputs, fit_size, open_image, output_stems
+from infer.restyle.png_info import format_parameters, parse_parameters, png_with_parameters, read_parameters
+from infer.restyle.sweep import grid_image, parse_sweep
 
 
 def test_collect_inputs_files_folders_recursive_and_globs(tmp_path):
@@ -104,7 +104,7 @@ def test_run_config_gives_defaults_and_flags_override(tmp_path, tiny_loras):
     import argparse
     import shutil
 
-    from infer.restyle import add_arguments, resolve_settings
+    from infer.restyle.settings import add_arguments, resolve_settings
     from oeuvre.config import PROJECT_CONFIGS, config_to_yaml, load_config
 
     run = tmp_path / "run"

@@ -11,9 +11,9 @@ import torch
 from PIL import Image
 from train_helpers import train_config, write_dataset
 
-from infer.base_model import load_img2img_pipeline
-from infer.lora_files import read_lora_metadata
-from infer.lora_metadata import REQUIRED_KEYS
+from infer.bases.resolve import load_img2img_pipeline
+from infer.lora.files import read_lora_metadata
+from infer.lora.metadata import REQUIRED_KEYS
 from oeuvre.paths import RunPaths
 
 TOKEN = "<demo-artist>"

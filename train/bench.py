@@ -48,7 +48,7 @@ def measure(variant: str, spec: BenchSpec, paired: bool = False) -> dict:
     each timed step only when stdin says "step", printing its time (see run_paired)."""
     from diffusers import DDPMScheduler
 
-    from infer.tiny_base import build_pipeline
+    from infer.bases.tiny import build_pipeline
     from oeuvre.config import PROJECT_CONFIGS, load_config
     from oeuvre.devices import choose_dtype, keep_freed_memory
     from train.buckets import make_buckets

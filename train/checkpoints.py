@@ -12,10 +12,9 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
-STATE_FILE = "trainer_state.json"
-
-
-TRAINABLE_FILE = "trainable.safetensors"
+from oeuvre.paths import CHECKPOINT_STATE_FILE as STATE_FILE
+from oeuvre.paths import CHECKPOINT_TRAINABLE_FILE as TRAINABLE_FILE
+from oeuvre.paths import complete_checkpoints
 
 
 def register_trainable_only_hooks(accelerator, modules: list[torch.nn.Module]) -> None:
@@ -49,12 +48,6 @@ def _trainable_items(modules):
 
 def trainable_state(modules) -> dict[str, torch.Tensor]:
     return {name: p.detach().cpu().contiguous() for name, p in _trainable_items(modules)}
-
-
-def complete_checkpoints(folder: Path) -> list[Path]:
-    """step-N folders with a state file, oldest first; half-written temp folders never count."""
-    found = [p for p in folder.glob("step-*") if (p / STATE_FILE).is_file() and p.name[5:].isdigit()]
-    return sorted(found, key=lambda p: int(p.name[5:]))
 
 
 def save_checkpoint(accelerator, folder: Path, step: int, keep: int) -> Path:

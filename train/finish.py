@@ -6,10 +6,10 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from infer.lora_files import save_embedding_file, save_lora_file
-from infer.lora_metadata import for_file, run_metadata
-from infer.lora_tools import load_lora, save_lora
-from infer.model_card import write_model_card
+from infer.lora.files import save_embedding_file, save_lora_file
+from infer.lora.metadata import for_file, run_metadata
+from infer.lora.model_card import write_model_card
+from infer.lora.tools import load_lora, save_lora
 from oeuvre.config_schema import Config
 from train.models import text_encoder_lora_config, unet_lora_config
 from train.pivotal import embedding_file_tensors

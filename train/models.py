@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import torch
 
-from infer.base_model import check_tokenizers, detect_arch
+from infer.bases.resolve import check_tokenizers, detect_arch
 from oeuvre.config_schema import TrainConfig
 from oeuvre.errors import BaseModelError
 

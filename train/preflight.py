@@ -6,7 +6,7 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
-from infer.base_model import detect_arch
+from infer.bases.resolve import detect_arch
 from oeuvre.config_schema import Config
 from oeuvre.errors import ConfigError
 from oeuvre.paths import RunPaths

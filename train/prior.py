@@ -4,12 +4,11 @@ the artist. Taken from a folder, the missing ones generated with the base model 
 from __future__ import annotations
 
 import hashlib
-import io
 from pathlib import Path
 
 import torch
 
-from oeuvre.atomic import atomic_write_bytes
+from oeuvre.atomic import atomic_write_bytes, png_bytes
 from oeuvre.config_schema import Config
 from oeuvre.paths import RunPaths
 from train.images import IMAGE_SUFFIXES, ArtistImages
@@ -54,7 +53,5 @@ def generate(
                 num_inference_steps=25,
                 generator=torch.Generator().manual_seed(seed + number),
             ).images[0]
-        buffer = io.BytesIO()
-        image.save(buffer, format="PNG")
-        data = buffer.getvalue()
+        data = png_bytes(image)
         atomic_write_bytes(folder / f"class-{number:05d}-{hashlib.sha256(data).hexdigest()[:8]}.png", data)

@@ -3,15 +3,13 @@ style-leak number, and a validation loss on the holdout at fixed noise, comparab
 
 from __future__ import annotations
 
-import io
 import textwrap
-from pathlib import Path
 
 import numpy as np
 import torch
 from PIL import Image, ImageDraw
 
-from oeuvre.atomic import atomic_write_bytes
+from oeuvre.atomic import atomic_write_png
 from oeuvre.config_schema import Config
 from train.images import to_bucket
 from train.loss import target_for
@@ -140,16 +138,10 @@ def run(config: Config, parts, holdout, step, accelerator, global_step: int, pat
         sheet = grid(
             labels, rows, f"{config.artist}: step {global_step}, style leak {metrics['style_leak']:.3f}"
         )
-        save_png(paths.samples / f"step-{global_step:06d}.png", sheet)
+        atomic_write_png(paths.samples / f"step-{global_step:06d}.png", sheet)
         tracker = accelerator.get_tracker("tensorboard", unwrap=True)
         if hasattr(tracker, "add_image"):
             tracker.add_image("samples", np.asarray(sheet), global_step, dataformats="HWC")
     accelerator.log(metrics, step=global_step)
     parts.unet.train(training)
     return metrics
-
-
-def save_png(path: Path, image: Image.Image) -> None:
-    buffer = io.BytesIO()
-    image.save(buffer, format="PNG")
-    atomic_write_bytes(path, buffer.getvalue())

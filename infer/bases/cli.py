@@ -1,0 +1,54 @@
+"""`python -m infer tiny-base` and `python -m infer arch`: build a base offline, name its architecture."""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+
+def add_tiny_base_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("out", help="folder to write (must not exist unless --overwrite)")
+    parser.add_argument("--arch", choices=["sd15", "sdxl"], default="sd15")
+    parser.add_argument(
+        "--size",
+        choices=["tiny", "full"],
+        default="tiny",
+        help="tiny for tests; full = the real architecture",
+    )
+    parser.add_argument("--seed", type=int, default=0, help="same seed, same weights")
+    parser.add_argument(
+        "--pretrain-steps",
+        type=int,
+        default=0,
+        help="tiny only: first train the UNet this many steps to denoise generic pictures (0: random)",
+    )
+    parser.add_argument(
+        "--vae-downsample",
+        type=int,
+        choices=[2, 4, 8],
+        default=8,
+        help="tiny only: image pixels per latent pixel (8 as in SD; 2 keeps brush texture at 64 px)",
+    )
+    parser.add_argument("--overwrite", action="store_true")
+
+
+def run_tiny_base(args: argparse.Namespace) -> int:
+    from infer.bases.tiny import write_tiny_base
+
+    start = time.perf_counter()
+    out = write_tiny_base(
+        args.out, args.arch, args.size, args.seed, args.overwrite, args.pretrain_steps, args.vae_downsample
+    )
+    print(f"wrote {args.size} {args.arch} base to {out} in {time.perf_counter() - start:.2f} s")
+    return 0
+
+
+def add_arch_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("base_model")
+
+
+def run_arch(args: argparse.Namespace) -> int:
+    from infer.bases.resolve import detect_arch
+
+    print(detect_arch(args.base_model))
+    return 0
