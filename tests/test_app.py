@@ -13,8 +13,8 @@ from train_helpers import train_config, write_dataset
 
 from infer.app.handlers import AppState, Knobs, report_html, restyle
 from infer.app.runs import list_runs
-from infer.restyle.inputs import InputError
 from infer.restyle.png_info import parse_parameters, read_parameters
+from oeuvre.inputs import InputError
 
 TOKEN = "<demo-artist>"
 

@@ -11,7 +11,7 @@ from eval_helpers import train_tiny_run
 from PIL import Image
 
 from infer.__main__ import main
-from infer.restyle.inputs import InputError
+from oeuvre.inputs import InputError
 
 FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures"
 STRENGTHS = ("0.5", "0.9")

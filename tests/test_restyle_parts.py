@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from infer.restyle.inputs import InputError, collect_inputs, fit_size, open_image, output_stems
 from infer.restyle.png_info import format_parameters, parse_parameters, png_with_parameters, read_parameters
 from infer.restyle.sweep import grid_image, parse_sweep
+from oeuvre.inputs import InputError, collect_inputs, fit_size, open_image, output_stems
 
 
 def test_collect_inputs_files_folders_recursive_and_globs(tmp_path):

@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from infer.restyle.inputs import InputError
 from infer.works.descriptors import l2_normalise
 from infer.works.retrieval import ArtistIndex, load_works
+from oeuvre.inputs import InputError
 
 
 def _write_split(dataset: Path, split: str, images: dict[str, Image.Image], titles: dict | None = None):

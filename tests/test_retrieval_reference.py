@@ -12,9 +12,9 @@ from test_retrieval import _write_split
 
 from data.synth import paint_artist
 from infer.__main__ import main
-from infer.restyle.inputs import InputError
 from infer.restyle.reference import reference_prompt
 from infer.works.retrieval import Work
+from oeuvre.inputs import InputError
 
 FAST = ["--size", "64", "--steps", "2", "--device", "cpu", "--prompt", "a painting in the style of <x>"]
 

@@ -18,11 +18,11 @@ from typing import Any
 
 from infer.app.pipelines import PipelineKeeper
 from infer.app.runs import NO_ARTISTS, ArtistRun, find_run, list_runs
-from infer.restyle.inputs import InputError, open_image, output_stems, prepare
 from infer.restyle.records import describe, write_output
 from infer.restyle.settings import Job, Settings, resolve_settings
 from infer.restyle.sweep import grid_image, parse_sweep
 from oeuvre.atomic import atomic_write_png
+from oeuvre.inputs import InputError, open_image, output_stems, prepare
 
 DEFAULT_MAX_PIXELS = 4096 * 4096
 Progress = Callable[[float, str], None]  # (fraction done, what is running)

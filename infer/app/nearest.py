@@ -7,7 +7,7 @@ from pathlib import Path
 
 from infer.app.handlers import AppState, checked_uploads
 from infer.app.runs import find_run
-from infer.restyle.inputs import InputError, open_image
+from oeuvre.inputs import InputError, open_image
 
 NOT_AVAILABLE = "retrieval not available for this run: {why}"
 

@@ -28,8 +28,8 @@ from infer.app.handlers import (
 )
 from infer.app.nearest import nearest_works
 from infer.app.runs import NO_ARTISTS, find_run
-from infer.restyle.inputs import open_image
 from oeuvre.errors import OeuvreError
+from oeuvre.inputs import open_image
 
 log = logging.getLogger("oeuvre.app")
 

@@ -11,8 +11,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from infer.lora.files import find_run_lora, read_lora_metadata
-from infer.restyle.inputs import IMAGE_SUFFIXES, InputError
 from oeuvre.errors import OeuvreError
+from oeuvre.inputs import IMAGE_SUFFIXES, InputError
 from oeuvre.paths import RunPaths
 
 # Run folder names the app accepts back from the browser (the config's `artist` pattern, plus dots/case).

@@ -14,7 +14,8 @@ from pathlib import Path
 
 from oeuvre.atomic import atomic_write_text
 
-APP_TEMPLATE = '''"""oeuvre web app for the {artist} LoRA: `python app.py`, or a Hugging Face Space."""
+# Names enter the generated code as Python literals (repr), so no folder name can break or inject code.
+APP_TEMPLATE = '''"""oeuvre web app for one LoRA: `python app.py`, or a Hugging Face Space."""
 
 from pathlib import Path
 
@@ -22,7 +23,8 @@ from infer.app.space import serve_lora_folder
 
 HERE = Path(__file__).resolve().parent
 # Next to the LoRA files (a clone of the model repo): use them; alone in a Space: fetch the model repo.
-serve_lora_folder(HERE if (HERE / "{artist}.safetensors").is_file() else "{repo}", artist="{artist}")
+ARTIST, REPO = {artist!r}, {repo!r}
+serve_lora_folder(HERE if (HERE / f"{{ARTIST}}.safetensors").is_file() else REPO, artist=ARTIST)
 '''
 
 # oeuvre itself is not on PyPI: a Space installs it from its source (replace with your fork's URL).

@@ -20,9 +20,9 @@ import numpy as np
 
 from infer.evaluate.content_kept import content_kept
 from infer.evaluate.copy_check import copy_features, nearest_copy
-from infer.restyle.inputs import IMAGE_SUFFIXES, InputError, open_image, prepare
 from infer.works.descriptors import WEIGHTS_FREE, load_descriptor
 from infer.works.retrieval import ArtistIndex, load_works
+from oeuvre.inputs import IMAGE_SUFFIXES, InputError, open_image, prepare
 
 TOP_K = 3
 

@@ -13,7 +13,6 @@ import sys
 from collections import defaultdict
 from pathlib import Path
 
-from infer.restyle.inputs import InputError, collect_inputs, open_image, prepare
 from infer.restyle.records import describe, write_output
 from infer.restyle.restyler import Restyler, process_state
 from infer.restyle.settings import (
@@ -27,6 +26,7 @@ from infer.restyle.settings import (
 )
 from infer.restyle.sweep import grid_image
 from oeuvre.atomic import atomic_write_png
+from oeuvre.inputs import InputError, collect_inputs, open_image, prepare
 
 __all__ = ["add_arguments", "run"]
 

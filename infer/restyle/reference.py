@@ -11,8 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from infer.restyle.inputs import InputError, open_image
 from infer.works.retrieval import ArtistIndex, Work
+from oeuvre.inputs import InputError, open_image
 
 # InstantStyle's style-only IP-Adapter scales: SDXL's documented block, and the matching block of SD 1.5
 # (whose first up block has no attention).

@@ -10,8 +10,8 @@ from pathlib import Path
 from typing import Any
 
 from infer.lora.files import LoraFileError, find_run_lora, read_lora_metadata
-from infer.restyle.inputs import InputError, output_stems
 from infer.restyle.sweep import parse_sweep
+from oeuvre.inputs import InputError, output_stems
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

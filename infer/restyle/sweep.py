@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-from infer.restyle.inputs import InputError
+from oeuvre.inputs import InputError
 
 SWEEP_KEYS = ("strength", "scale")
 

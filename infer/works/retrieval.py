@@ -17,9 +17,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
-from infer.restyle.inputs import InputError, collect_inputs, open_image
 from infer.works.descriptors import WEIGHTS_FREE, Descriptor, cosine_matrix, load_descriptor
 from oeuvre.atomic import atomic_write_png, atomic_write_text
+from oeuvre.inputs import InputError, collect_inputs, open_image
 
 SPLITS = ("train", "holdout")
 

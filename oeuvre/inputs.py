@@ -1,4 +1,4 @@
-"""Content images for restyling: gather files, folders and globs, open them upright, size them for it."""
+"""Image inputs for every command: gather files, folders and globs, open them upright, size them."""
 
 from __future__ import annotations
 
