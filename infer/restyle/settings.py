@@ -101,6 +101,8 @@ def _check(name: str, value: float, ok: bool, expected: str) -> None:
 
 
 def resolve_settings(args: argparse.Namespace) -> Settings:
+    """Flags win, then the LoRA's metadata, then the run's config.yaml, then configs/base.yaml. Long on
+    purpose: each setting's resolution and check is two lines, and they read best as one list."""
     from oeuvre.config import PROJECT_CONFIGS, load_config
 
     lora_file, embedding_file, run_dir = _resolve_lora(args.lora)
