@@ -73,7 +73,8 @@ class AutoCaptioner:
 
         try:
             self._processor = AutoProcessor.from_pretrained(self.model_id)
-            self._model = BlipForConditionalGeneration.from_pretrained(self.model_id)
+            # safetensors only: a captioner published as a pickle (.bin) is refused, never unpickled.
+            self._model = BlipForConditionalGeneration.from_pretrained(self.model_id, use_safetensors=True)
         except Exception as exc:  # noqa: BLE001
             local = " (a local folder)" if Path(self.model_id).exists() else ""
             first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]

@@ -196,6 +196,10 @@ class _Checker:
         if dataclasses.is_dataclass(tp):
             return self.dataclass_value(tp, value, dotted)
         if origin is Literal:
+            # YAML 1.1 reads no/off/false (and yes/on/true) as booleans: `train.mixed_precision=no` on the
+            # command line arrives as False. Where the choices include "no", False means it.
+            if value is False and "no" in args:
+                value = "no"
             if value not in args:
                 self.fail(dotted, describe(tp, rules), value)
             return value

@@ -158,3 +158,15 @@ def test_every_run_records_its_resolved_config(run_cli, tmp_path):
     recorded = out / "config.yaml"
     assert recorded.is_file()
     assert yaml.safe_load(recorded.read_text())["train"]["lora_rank"] == 5
+
+
+@pytest.mark.parametrize("spelling", ["no", "off", "false", "'no'"])
+def test_mixed_precision_no_is_accepted_however_yaml_reads_it(tmp_path, spelling):
+    artist = write(tmp_path / "artist.yaml", "")
+    assert load_config(artist, [f"train.mixed_precision={spelling}"]).train.mixed_precision == "no"
+
+
+def test_yes_is_still_refused_where_no_is_a_choice(tmp_path):
+    artist = write(tmp_path / "artist.yaml", "")
+    with pytest.raises(ConfigError, match="train.mixed_precision"):
+        load_config(artist, ["train.mixed_precision=yes"])

@@ -55,7 +55,7 @@ def test_csd_pickle_checkpoint_is_refused_by_name(tmp_path):
     pickle = tmp_path / "checkpoint.pth"
     pickle.write_bytes(b"not loaded")
     descriptor = load_descriptor(f"csd:{pickle}")
-    assert descriptor.name == WEIGHTS_FREE and ".safetensors" in descriptor.note
+    assert descriptor.name == WEIGHTS_FREE and "CSD weights must be .safetensors" in descriptor.note
 
 
 def test_unknown_descriptor_kind_is_an_error():

@@ -251,13 +251,14 @@ class Clip:
 def convert_csd_checkpoint(pth: str | Path, out: str | Path) -> Path:
     """CSD's released `checkpoint.pth`, read with weights_only=True (no code runs), saved as safetensors."""
     import torch
-    from safetensors.torch import save_file
+    from safetensors.torch import save
+
+    from oeuvre.atomic import atomic_write_bytes
 
     state = torch.load(str(pth), map_location="cpu", weights_only=True)
     state = state.get("model_state_dict", state)
     tensors = {k.removeprefix("module."): v.contiguous() for k, v in state.items() if torch.is_tensor(v)}
-    save_file(tensors, str(out))
-    return Path(out)
+    return atomic_write_bytes(out, save(tensors))
 
 
 @dataclass

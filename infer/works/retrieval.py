@@ -18,7 +18,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from infer.works.descriptors import WEIGHTS_FREE, Descriptor, cosine_matrix, load_descriptor
-from oeuvre.atomic import atomic_write_png, atomic_write_text
+from oeuvre.atomic import atomic_write_bytes, atomic_write_png, atomic_write_text
 from oeuvre.inputs import InputError, collect_inputs, open_image
 
 SPLITS = ("train", "holdout")
@@ -72,7 +72,7 @@ class ArtistIndex:
     """Descriptor vectors of every kept work, loaded from (or first written to) dataset/index/."""
 
     def __init__(self, dataset: Path, descriptor: Descriptor, rebuild: bool = False):
-        from safetensors.numpy import load_file, save_file
+        from safetensors.numpy import load_file, save
 
         self.dataset, self.descriptor = Path(dataset), descriptor
         self.works = load_works(self.dataset)
@@ -90,10 +90,8 @@ class ArtistIndex:
             self.built = False
         else:
             self.vectors = descriptor.embed([open_image(w.path) for w in self.works]).astype(np.float32)
-            matrix_file.parent.mkdir(parents=True, exist_ok=True)
-            tmp = matrix_file.with_suffix(".tmp")
-            save_file({"embeddings": np.ascontiguousarray(self.vectors)}, str(tmp))
-            tmp.replace(matrix_file)  # the matrix first, then the ids that vouch for it
+            # The matrix first, then the ids that vouch for it; each under a unique temporary name.
+            atomic_write_bytes(matrix_file, save({"embeddings": np.ascontiguousarray(self.vectors)}))
             atomic_write_text(
                 ids_file,
                 json.dumps({**key, "ids": ids}, indent=1) + "\n",
