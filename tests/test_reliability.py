@@ -57,7 +57,9 @@ def test_replacing_a_folder_leaves_only_the_new_one(tmp_path):
 
 def test_holdout_split_is_the_same_under_any_hash_seed():
     # Python's hash() is salted per process: a split keyed by it would differ between runs.
-    code = "from data.split import choose_holdout as c; print(sorted(c([f'w{i}' for i in range(40)], 0.25, 7)))"
+    code = (
+        "from data.split import choose_holdout as c; print(sorted(c([f'w{i}' for i in range(40)], 0.25, 7)))"
+    )
     outputs = {
         subprocess.run(
             [sys.executable, "-c", code],
