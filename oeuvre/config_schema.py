@@ -140,6 +140,21 @@ class InferConfig:
 
 
 @dataclass(frozen=True)
+class AppConfig:
+    """`python -m infer app`: limits the server enforces on every request, the API included."""
+
+    workers: int = rule(gt=0)  # renders at once, each with its own pipeline (and its memory)
+    queue_size: int = rule(gt=0)  # requests waiting beyond the workers; more get "queue is full"
+    max_steps: int = rule(gt=0)
+    max_size_px: int = rule(gt=0, multiple_of=8)
+    max_images: int = rule(gt=0)  # photos in one restyle request
+    max_sweep_cells: int = rule(gt=0)  # strengths x scales in one sweep
+    max_upload_mb: float = rule(gt=0)
+    max_upload_pixels: int = rule(gt=0)
+    output_retention_minutes: float = rule(gt=0)  # request folders older than this are deleted
+
+
+@dataclass(frozen=True)
 class Config:
     """A whole run: shared keys, then one section per package (each package reads only its own)."""
 
@@ -151,3 +166,4 @@ class Config:
     data: DataConfig
     train: TrainConfig
     infer: InferConfig
+    app: AppConfig

@@ -16,27 +16,44 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from infer.app.pipelines import PipelineKeeper
+from infer.app.pipelines import KeeperPool, PipelineKeeper
 from infer.app.runs import NO_ARTISTS, ArtistRun, find_run, list_runs
 from infer.restyle.records import describe, write_output
 from infer.restyle.settings import Job, Settings, resolve_settings
 from infer.restyle.sweep import grid_image, parse_sweep
 from oeuvre.atomic import atomic_write_png
+from oeuvre.config_schema import AppConfig
 from oeuvre.inputs import InputError, open_image, output_stems, prepare
 
-DEFAULT_MAX_PIXELS = 4096 * 4096
 Progress = Callable[[float, str], None]  # (fraction done, what is running)
+
+
+def default_limits() -> AppConfig:
+    """The `app:` section of configs/base.yaml."""
+    from oeuvre.config import PROJECT_CONFIGS, load_config
+
+    return load_config(PROJECT_CONFIGS / "base.yaml").app
 
 
 @dataclass
 class AppState:
-    """What the app serves from: the runs folder, where results go, limits, and the kept pipeline."""
+    """What the app serves from: the runs folder, where results go, limits, and the kept pipelines
+    (one per worker: `limits.workers` renders run at once, each on its own base pipeline)."""
 
     runs_dir: Path
     out_dir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="oeuvre-app-")))
-    max_pixels: int = DEFAULT_MAX_PIXELS
+    limits: AppConfig = field(default_factory=default_limits)
     device: str | None = None  # None: the run's config (infer.device)
-    keeper: PipelineKeeper = field(default_factory=PipelineKeeper)
+    keepers: KeeperPool | None = None
+
+    def __post_init__(self) -> None:
+        if self.keepers is None:
+            self.keepers = KeeperPool(self.limits.workers)
+
+    @property
+    def keeper(self) -> PipelineKeeper:
+        """The first worker's pipeline keeper (the only one with one worker)."""
+        return self.keepers.keepers[0]
 
 
 @dataclass(frozen=True)
@@ -54,7 +71,8 @@ class Knobs:
 
 
 def settings_for(state: AppState, run: ArtistRun, knobs: Knobs, sweep: Sequence[str] = ()) -> Settings:
-    """The CLI's own settings resolution, as if `python -m infer restyle --lora RUN ...` had been typed."""
+    """The CLI's own settings resolution, as if `python -m infer restyle --lora RUN ...` had been typed,
+    then held to the server's limits (the sliders are no limit: the API takes any number)."""
     if run.problem:
         raise InputError(f"artist {run.name}: {run.problem}")
     args = argparse.Namespace(
@@ -77,7 +95,22 @@ def settings_for(state: AppState, run: ArtistRun, knobs: Knobs, sweep: Sequence[
         out=state.out_dir,
         overwrite=True,
     )
-    return resolve_settings(args)
+    settings = resolve_settings(args)
+    check_limits(state.limits, settings)
+    return settings
+
+
+def check_limits(limits: AppConfig, settings: Settings, images: int = 1) -> None:
+    """One clear line for a request over a server limit, before anything loads or renders."""
+    cells = len(settings.strengths) * len(settings.scales)
+    for what, value, limit in (
+        ("steps", settings.steps, limits.max_steps),
+        ("size", settings.size_px, limits.max_size_px),
+        ("photos in one request", images, limits.max_images),
+        ("sweep cells (strengths x scales)", cells, limits.max_sweep_cells),
+    ):
+        if value > limit:
+            raise InputError(f"{what} {value}: over this server's limit of {limit} (app.* in its config)")
 
 
 def defaults_for(state: AppState, name: str | None) -> Knobs:
@@ -120,12 +153,15 @@ def artist_info(state: AppState, name: str | None) -> tuple[str, Path | None]:
     return text, samples[-1] if samples else None
 
 
-def _checked_upload(path: str | Path, max_pixels: int):
-    """The upload as RGB, once its header shows an image within the pixel cap (checked before decoding)."""
+def _checked_upload(path: str | Path, limits: AppConfig):
+    """The upload as RGB, once its size and header show an image within the caps (checked before decoding)."""
     from PIL import Image, UnidentifiedImageError
 
     path = Path(path)
-    name = path.name
+    name, max_pixels = path.name, limits.max_upload_pixels
+    megabytes = path.stat().st_size / 1e6 if path.is_file() else 0.0
+    if megabytes > limits.max_upload_mb:
+        raise InputError(f"upload {name}: {megabytes:.1f} MB, over the cap of {limits.max_upload_mb:g} MB")
     try:
         with Image.open(path) as image:
             width, height = image.size
@@ -143,13 +179,18 @@ def _checked_upload(path: str | Path, max_pixels: int):
 
 
 def checked_uploads(
-    files: Sequence[str | Path] | str | Path | None, max_pixels: int
+    files: Sequence[str | Path] | str | Path | None, limits: AppConfig
 ) -> list[tuple[Path, Any]]:
     if not files:
         raise InputError("no photo uploaded: add one or more images first")
     if isinstance(files, (str, Path)):
         files = [files]
-    return [(Path(f), _checked_upload(f, max_pixels)) for f in files]
+    if len(files) > limits.max_images:
+        raise InputError(
+            f"photos in one request {len(files)}: over this server's limit of {limits.max_images} "
+            "(app.* in its config)"
+        )
+    return [(Path(f), _checked_upload(f, limits)) for f in files]
 
 
 def denoising_steps(steps: int, strength: float) -> int:
@@ -167,8 +208,19 @@ def _check_steps(settings: Settings) -> None:
 
 
 def _request_dir(state: AppState) -> Path:
-    """A fresh folder per request, so two users' results never overwrite each other."""
+    """A fresh folder per request, so two users' results never overwrite each other; folders older
+    than the retention are deleted first, so a long-running server does not fill its disk."""
+    import shutil
+    import time
+
     state.out_dir.mkdir(parents=True, exist_ok=True)
+    cutoff = time.time() - state.limits.output_retention_minutes * 60
+    for old in state.out_dir.glob("req-*"):
+        try:
+            if old.stat().st_mtime < cutoff:
+                shutil.rmtree(old, ignore_errors=True)
+        except FileNotFoundError:  # another worker's prune got there first
+            continue
     return Path(tempfile.mkdtemp(prefix="req-", dir=state.out_dir))
 
 
@@ -183,7 +235,7 @@ def restyle(
     run = find_run(state.runs_dir, name)
     settings = settings_for(state, run, knobs)
     _check_steps(settings)
-    uploads = checked_uploads(files, state.max_pixels)
+    uploads = checked_uploads(files, state.limits)
     return _render(state, settings, uploads, progress)[0]
 
 
@@ -202,7 +254,7 @@ def sweep(
     parse_sweep(specs)  # the CLI's own message for a malformed list, before anything loads
     settings = settings_for(state, run, knobs, sweep=specs)
     _check_steps(settings)
-    uploads = checked_uploads(file, state.max_pixels)[:1]
+    uploads = checked_uploads(file, state.limits)[:1]
     paths, tiles = _render(state, settings, uploads, progress)
     stem = output_stems([uploads[0][0]])[uploads[0][0]]
     title = f"{stem}  seed {settings.seeds[0]}  {settings.prompt}"[:120]
@@ -231,8 +283,8 @@ def _render(state: AppState, settings: Settings, uploads, progress: Progress | N
 
     images = dict(uploads)
     written, tiles = [], {}
-    with state.keeper.lock:
-        restyler = state.keeper.restyler(settings, on_step)
+    with state.keepers.borrow() as keeper:
+        restyler = keeper.restyler(settings, on_step)
         for job in jobs:
             restyler.set_scale(job.scale)
             picture, _ = prepare(images[job.input], settings.size_px, restyler.pipe.vae_scale_factor)

@@ -26,7 +26,7 @@ def nearest_works(state: AppState, name: str | None, file: str | Path | None, k:
         raise InputError(
             NOT_AVAILABLE.format(why=f"no curated dataset in {dataset} (run `python -m data` for it first)")
         )
-    _, photo = checked_uploads(file, state.max_pixels)[0]
+    _, photo = checked_uploads(file, state.limits)[0]
     descriptor = load_descriptor(WEIGHTS_FREE)
     # The index is built on first use and kept in dataset/index/, as `python -m infer nearest` does.
     index = ArtistIndex(dataset, descriptor)

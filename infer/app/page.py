@@ -16,7 +16,6 @@ from pathlib import Path
 from types import SimpleNamespace
 
 from infer.app.handlers import (
-    DEFAULT_MAX_PIXELS,
     AppState,
     Knobs,
     artist_choices,
@@ -38,9 +37,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--runs", type=Path, default=Path("runs"), help="folder of run folders")
     parser.add_argument("--host", default="127.0.0.1", help="address to bind; 0.0.0.0 serves the network")
     parser.add_argument("--port", type=int, default=7860)
-    parser.add_argument("--workers", type=int, default=1, help="requests run at once (one per GPU's memory)")
-    parser.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS, help="largest upload, pixels")
-    parser.add_argument("--max-file-size", default="50mb", help="largest upload file, e.g. 50mb")
+    parser.add_argument(
+        "--config", type=Path, help="YAML whose app: section sets the limits (default: base.yaml)"
+    )
+    parser.add_argument(
+        "--workers", type=int, help="renders at once, each with its own pipeline (app.workers)"
+    )
+    parser.add_argument("--max-pixels", type=int, help="largest upload, pixels (app.max_upload_pixels)")
+    parser.add_argument("--max-file-size", type=float, help="largest upload file, MB (app.max_upload_mb)")
     parser.add_argument("--device", choices=["auto", "cuda", "mps", "cpu"], help="default: the run's config")
     parser.add_argument("--out", type=Path, help="where results are written; default: a temporary folder")
 
@@ -235,29 +239,47 @@ def build_app(state: AppState):
     return app
 
 
-def launch(state: AppState, host: str = "127.0.0.1", port: int = 7860, workers: int = 1, **kwargs):
-    """Queue (`workers` requests at once) and serve; returns the gr.Blocks (`.local_url`, `.close()`)."""
+def launch(state: AppState, host: str = "127.0.0.1", port: int = 7860, **kwargs):
+    """Queue (`limits.workers` requests at once, `limits.queue_size` waiting) and serve; returns the
+    gr.Blocks (`.local_url`, `.close()`)."""
     app = build_app(state)
-    app.queue(default_concurrency_limit=workers)
+    limits = state.limits
+    app.queue(default_concurrency_limit=limits.workers, max_size=limits.queue_size)
     app.launch(
         server_name=host,
         server_port=port,
         allowed_paths=[str(state.out_dir)],  # results only; runs/ files are read by the server, not served
         show_error=False,
+        max_file_size=f"{limits.max_upload_mb:g}mb",
         **kwargs,
     )
     return app
 
 
+def limits_from(args: argparse.Namespace):
+    """The `app:` section of --config (else configs/base.yaml), with the flags given on top."""
+    from dataclasses import replace
+
+    from oeuvre.config import PROJECT_CONFIGS, load_config
+
+    limits = load_config(args.config or PROJECT_CONFIGS / "base.yaml").app
+    flags = {"workers": args.workers, "max_upload_pixels": args.max_pixels}
+    flags["max_upload_mb"] = args.max_file_size
+    for key, value in flags.items():
+        if value is not None and value < 1:
+            raise OeuvreError(f"--{key.replace('_', '-')} {value}: expected at least 1")
+    return replace(limits, **{key: value for key, value in flags.items() if value is not None})
+
+
 def run(args: argparse.Namespace) -> int:
-    if args.workers < 1:
-        raise OeuvreError(f"--workers {args.workers}: expected at least 1")
+    limits = limits_from(args)
     out = args.out or Path(tempfile.mkdtemp(prefix="oeuvre-app-"))
-    state = AppState(runs_dir=args.runs, out_dir=out, max_pixels=args.max_pixels, device=args.device)
+    state = AppState(runs_dir=args.runs, out_dir=out, limits=limits, device=args.device)
     if not artist_choices(state):
         print(NO_ARTISTS.format(runs=args.runs).replace("this page", "the page once the app is up"))
     if args.host not in ("127.0.0.1", "localhost", "::1"):
         print(f"warning: serving on {args.host}: anyone who can reach this address can use the app")
     print(f"oeuvre app: artists from {args.runs}, results in {out}")
-    launch(state, args.host, args.port, args.workers, max_file_size=args.max_file_size)
+    print(f"limits: {limits.workers} worker(s), queue {limits.queue_size}, steps <= {limits.max_steps}")
+    launch(state, args.host, args.port)
     return 0

@@ -9,9 +9,11 @@ step reported for the progress bar.
 from __future__ import annotations
 
 import gc
+import queue
 import re
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -20,6 +22,7 @@ from infer.restyle.restyler import LoadedBase, Restyler, attach_lora, load_base,
 from infer.restyle.settings import Settings
 
 StepCallback = Callable[[int, int], None]  # (steps done, steps in this call)
+LOADING = threading.Lock()
 
 
 class _StepReporting:
@@ -55,10 +58,30 @@ def adapter_name(lora_file: Path) -> str:
     return "artist_" + re.sub(r"[^A-Za-z0-9_]", "_", lora_file.stem)
 
 
+class KeeperPool:
+    """One PipelineKeeper per worker: a request borrows a free one (waiting while all are busy), so
+    `workers` renders run at once, each on its own pipeline; memory grows by one base per worker."""
+
+    def __init__(self, workers: int) -> None:
+        self.keepers = [PipelineKeeper() for _ in range(workers)]
+        self._free: queue.SimpleQueue[PipelineKeeper] = queue.SimpleQueue()
+        for keeper in self.keepers:
+            self._free.put(keeper)
+
+    @contextmanager
+    def borrow(self) -> Iterator[PipelineKeeper]:
+        keeper = self._free.get()
+        try:
+            with keeper.lock:
+                yield keeper
+        finally:
+            self._free.put(keeper)
+
+
 class PipelineKeeper:
     """Holds at most one base pipeline; `restyler(settings)` returns it with the settings' LoRA active.
 
-    Calls are serialised by a lock (Gradio's queue already runs one at a time by default). After any
+    Calls are serialised by its lock (KeeperPool hands each worker its own keeper). After any
     failure while swapping, the pipeline is dropped, so the next request starts from a clean base."""
 
     def __init__(self) -> None:
@@ -76,20 +99,24 @@ class PipelineKeeper:
 
         device = choose_device(settings.device)
         dtype = choose_dtype(device, settings.dtype)
-        loaded = self._loaded
-        if loaded is None or (loaded.base.base_model, loaded.base.device, loaded.base.dtype) != (
-            settings.base_model,
-            device,
-            dtype,
-        ):
-            self.drop()
-            loaded = self._loaded = _Loaded(load_base(settings.base_model, device, dtype))
-            self.base_loads += 1
-        try:
-            self._activate(loaded, settings)
-        except BaseException:
-            self.drop()
-            raise
+        # Loading is one worker at a time: diffusers' and transformers' loaders patch torch globally
+        # (empty-weight init), so a load beside another worker's embedding swap corrupts it. Renders
+        # themselves run side by side.
+        with LOADING:
+            loaded = self._loaded
+            if loaded is None or (loaded.base.base_model, loaded.base.device, loaded.base.dtype) != (
+                settings.base_model,
+                device,
+                dtype,
+            ):
+                self.drop()
+                loaded = self._loaded = _Loaded(load_base(settings.base_model, device, dtype))
+                self.base_loads += 1
+            try:
+                self._activate(loaded, settings)
+            except BaseException:
+                self.drop()
+                raise
         pipe = _StepReporting(loaded.base.pipe, on_step)
         lora_hash = loaded.lora_hashes.get(loaded.adapter)
         return Restyler(settings, loaded.base, loaded.adapter, lora_hash, fused=False, pipe=pipe)
