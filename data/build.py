@@ -61,7 +61,10 @@ def build_dataset(config: Config, workers: int = 2, progress: bool = True) -> Bu
     root = cache_root(config)
     # Open every source first, so a missing folder or uncached dataset fails before any work.
     run_root = RunPaths(config.output_dir).root
-    opened = [(describe_source(s), iter_source(s, data, root / "urls", skip=run_root)) for s in data.sources]
+    opened = [
+        (describe_source(s), iter_source(s, data, root, run_root, config.seed, progress))
+        for s in data.sources
+    ]
     source_inputs: dict[str, int] = {name: 0 for name, _ in opened}
 
     def candidates() -> Iterator[Candidate]:
