@@ -50,11 +50,12 @@ class ShardScan:
 class State:
     """`<cache>/<slug>.json`: the schema, each scanned shard, and the units whose rows are on disk."""
 
-    def __init__(self, root: Path, source: HubSource):
+    def __init__(self, root: Path, source: HubSource, readonly: bool = False):
         key = json.dumps([source.hf, source.config_name, source.split, source.filter], sort_keys=True)
         slug = re.sub(r"[^A-Za-z0-9]+", "-", source.hf).strip("-")[:40]
         self.dir = root / f"{slug}-{hashlib.sha256(key.encode()).hexdigest()[:10]}"
         self.path = self.dir / "state.json"
+        self.readonly = readonly  # --dry-run writes nothing
         self._lock = threading.Lock()
         self.data: dict[str, Any] = {"schema": None, "scans": {}, "done": []}
         if self.path.is_file():
@@ -64,6 +65,8 @@ class State:
         self.done = set(self.data["done"])
 
     def save(self) -> None:
+        if self.readonly:
+            return
         with self._lock:
             self.data["done"] = sorted(self.done)
             atomic_write_text(self.path, json.dumps(self.data))
@@ -127,9 +130,11 @@ def mb(n: int) -> str:
     return f"{n / 1e9:.2f} GB" if n >= 1e9 else f"{n / 1e6:.1f} MB"
 
 
-def make_plan(source: HubSource, net: Net, cache: Path, max_works: int | None, seed: int) -> Plan:
+def make_plan(
+    source: HubSource, net: Net, cache: Path, max_works: int | None, seed: int, readonly: bool = False
+) -> Plan:
     name = f"data.sources hf {source.hf!r} [{source.split}]"
-    state = State(cache, source)
+    state = State(cache, source, readonly)
     urls = list_shards(source, net, name)
     schema = state.data["schema"] or read_schema(state, urls[0], net, name)
     targets, where = resolve_filter(source, schema, name)
@@ -264,7 +269,8 @@ def scan_shard(
 
     remote = RangeFile(url, net, what)
     footer = remote.footer()
-    atomic_write_bytes(state.footer_path(index), footer)  # the read phase needs it again
+    if not state.readonly:
+        atomic_write_bytes(state.footer_path(index), footer)  # the read phase needs it again
     metadata = pq.read_metadata(_as_file(footer))
     parquet = pq.ParquetFile(remote, metadata=metadata, pre_buffer=False)
     groups, seen, first = [], {c: set() for c in targets}, 0

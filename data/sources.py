@@ -69,6 +69,27 @@ def iter_source(
     return iter_urls(source, config, cache / "urls")
 
 
+def estimate_source(source: Source, config: DataConfig, cache: Path, seed: int) -> str:
+    """One line on what reading `source` will cost, reading only what is cheap (and writing nothing)."""
+    name = describe_source(source)
+    if isinstance(source, HubSource) and is_streamed(source):
+        from data.hub_http import Net
+        from data.hub_plan import make_plan
+
+        net = Net(config.download_timeout_s, config.download_retries)
+        return make_plan(source, net, cache / "hub", config.max_works, seed, readonly=True).describe()
+    if isinstance(source, FolderSource):
+        root = Path(source.folder).expanduser()
+        files = [p for p in root.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS] if root.is_dir() else []
+        return f"{name}: {len(files)} image files"
+    if isinstance(source, UrlListSource):
+        path = Path(source.urls).expanduser()
+        lines = path.read_text(encoding="utf-8").splitlines() if path.is_file() else []
+        urls = [u for u in lines if u.strip() and not u.lstrip().startswith("#")]
+        return f"{name}: {len(urls)} URLs (downloads cached by URL)"
+    return f"{name}: read whole through `datasets` (a local folder, or its cache under HF_HUB_OFFLINE=1)"
+
+
 def is_streamed(source: HubSource) -> bool:
     """A hub id read over HTTP. Local folders go through `datasets`, and so does everything offline
     (HF_HUB_OFFLINE=1), where only what `datasets` cached before can be read."""
