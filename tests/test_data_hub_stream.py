@@ -146,11 +146,20 @@ def test_network_error_fails_with_one_line_naming_the_shard_and_the_next_run_res
     broken = f"/files/fake/spread/{shards['spread'][10].name}"
     size = shards["spread"][10].stat().st_size
     # Image column chunks fail; the scan's reads (small filter-column chunks, the footer at the end) pass.
-    hub.fail = lambda path, start, length: path == broken and length > 2000 and start + length < size - 8
+    failures = []
+
+    def fail(path: str, start: int, length: int) -> bool:
+        if path == broken and length > 2000 and start + length < size - 8:
+            failures.append(start)
+            return True
+        return False
+
+    hub.fail = fail
     with pytest.raises(SourceError) as failed:
         build_dataset(config(tmp_path, source), progress=False)
     message = str(failed.value)
     assert "\n" not in message and "shard 10" in message and "after 2 tries: HTTP 503" in message
+    assert len(failures) == 2 and len(set(failures)) == 1  # one read, retried once, then given up
     finished = done_units(tmp_path)
     assert finished and all(int(u.split(":")[1]) < 10 for u in finished)
 
