@@ -165,6 +165,8 @@ def list_shards(source: HubSource, net: Net, name: str) -> list[str]:
     try:
         listing = get_json(f"{base}/parquet", net, name)
     except HttpStatus as exc:
+        if exc.status == 404 and _exists(base, net, name):
+            raise NoParquet(f"{name}: no parquet export") from None
         if exc.status in (401, 403, 404):
             raise SourceError(
                 f"{name}: no such dataset on {hub_endpoint()} (or it is private or gated: HTTP "
@@ -178,6 +180,18 @@ def list_shards(source: HubSource, net: Net, name: str) -> list[str]:
         splits = ", ".join(listing[config])
         raise SourceError(f"{name}: no split {source.split!r} (splits: {splits}); set split")
     return list(listing[config][source.split])
+
+
+class NoParquet(SourceError):
+    """The dataset exists but the Hub lists no parquet files for it: only plain streaming applies."""
+
+
+def _exists(base: str, net: Net, name: str) -> bool:
+    try:
+        get_json(base, net, name)
+    except HttpStatus:
+        return False
+    return True
 
 
 def read_schema(state: State, url: str, net: Net, name: str) -> dict[str, Any]:

@@ -15,8 +15,8 @@ from typing import Any
 from tqdm.auto import tqdm
 
 from data.hub_http import TRAFFIC, Net, RangeFile, get, get_json, viewer_endpoint
-from data.hub_plan import PAGE_ROWS, Plan, class_names, make_plan, mb
-from data.sources import Candidate, SourceError, hub_candidate
+from data.hub_plan import PAGE_ROWS, NoParquet, Plan, class_names, make_plan, mb
+from data.sources import META_COLUMNS, Candidate, SourceError, closest, hub_candidate
 from oeuvre.atomic import atomic_write_bytes, atomic_write_text
 from oeuvre.config_schema import DataConfig, HubSource
 
@@ -33,7 +33,10 @@ def iter_streamed(
     source: HubSource, config: DataConfig, seed: int, cache: Path, progress: bool = False
 ) -> Iterator[Candidate]:
     net = Net(config.download_timeout_s, config.download_retries)
-    plan = make_plan(source, net, cache, config.max_works, seed)
+    try:
+        plan = make_plan(source, net, cache, config.max_works, seed)
+    except NoParquet:
+        return iter_plain_stream(source)
     if progress:
         print(plan.describe(), file=sys.stderr)
     units = filter_units(plan) if plan.method == "filter" else group_units(plan)
@@ -168,3 +171,48 @@ def _page_reader(plan: Plan, start: int, rows: set[int]) -> Callable[[], None]:
             save_row(plan, row, image, meta)
 
     return fetch
+
+
+# -- neither: plain streaming through `datasets` (reads every row, stores none of them) ------------
+
+
+def iter_plain_stream(source: HubSource) -> Iterator[Candidate]:
+    import datasets
+
+    name = f"data.sources hf {source.hf!r} [{source.split}]"
+    try:
+        stream = datasets.load_dataset(source.hf, source.config_name, split=source.split, streaming=True)
+        stream = stream.cast_column(source.image_column, datasets.Image(decode=False))
+    except Exception as exc:  # noqa: BLE001 - datasets raises many types; the user needs one line
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise SourceError(f"{name}: cannot stream: {first}") from None
+    features = stream.features or {}
+    targets: dict[str, set] = {}
+    for column, wanted in source.filter.items():
+        if column not in features:
+            raise SourceError(
+                f"{name}: filter column {column!r} does not exist (columns: {', '.join(features)})"
+            )
+        values, names = (
+            wanted if isinstance(wanted, list) else [wanted],
+            getattr(features[column], "names", None),
+        )
+        for value in values:
+            if names is not None and not isinstance(value, int) and value not in names:
+                raise SourceError(
+                    f"{name}: filter {column}={value!r} matches no label; closest: {closest(value, names)}"
+                )
+        targets[column] = {names.index(v) if names and isinstance(v, str) else v for v in values}
+
+    def items() -> Iterator[Candidate]:
+        for row, record in enumerate(stream):
+            if all(record.get(c) in wanted for c, wanted in targets.items()):
+                meta = {c: _name(features[c], record.get(c)) for c in META_COLUMNS if c in features}
+                yield hub_candidate(source, row, record.get(source.image_column), meta)
+
+    return items()
+
+
+def _name(feature: Any, value: Any) -> Any:
+    names = getattr(feature, "names", None)
+    return names[value] if names and isinstance(value, int) and 0 <= value < len(names) else value
