@@ -1,5 +1,7 @@
 """`python -m data CONFIG [key=value ...] [--dry-run]`: build the artist's curated, captioned dataset.
 
+`--dry-run` prints the resolved config and an estimate of what each source will read, then stops.
+
 `python -m data synth OUT --style NAME --n 24 --seed 0` paints a synthetic artist's works instead.
 """
 
@@ -10,6 +12,8 @@ import sys
 from collections.abc import Sequence
 
 from oeuvre.cli import add_config_arguments, add_debug_argument, resolve_config, run_main
+from oeuvre.config import load_config
+from oeuvre.config_schema import Config
 
 
 def main(argv: Sequence[str]) -> int:
@@ -22,6 +26,8 @@ def main(argv: Sequence[str]) -> int:
     args = parser.parse_args(argv)
     config = resolve_config(args)
     if config is None:
+        if args.dry_run:
+            print_estimates(load_config(args.config, args.overrides))
         return 0
     from data.build import build_dataset
 
@@ -38,6 +44,15 @@ def main(argv: Sequence[str]) -> int:
         f"{result.decoded} new files decoded (the rest reused from the cache) -> {result.dataset_dir}"
     )
     return 0
+
+
+def print_estimates(config: Config) -> None:
+    """What `python -m data` would read, as YAML comments after the resolved config."""
+    from data.build import cache_root
+    from data.sources import estimate_source
+
+    for source in config.data.sources:
+        print(f"# estimate: {estimate_source(source, config.data, cache_root(config), config.seed)}")
 
 
 def synth_main(argv: Sequence[str]) -> int:

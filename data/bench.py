@@ -4,7 +4,10 @@
 - curation: images/s for a folder of `size` px JPEGs, cold (decode, hash, write) and warm (re-run that
   reuses the cached decisions);
 - dedupe: seconds to find every near-duplicate pair (and to group works, with crop views) among 1k, 10k
-  and 100k random 64-bit hashes with 1% planted near-duplicates.
+  and 100k random 64-bit hashes with 1% planted near-duplicates;
+- hub_source: bytes and seconds for a 2 % filter on a WikiArt-shaped split served by the loopback fake
+  hub (matches clustered and spread): full download vs row groups vs the viewer's /filter vs auto
+  (`--hub-only` runs just this; `--hub-rows`, `--hub-px` scale it).
 """
 
 from __future__ import annotations
@@ -95,12 +98,17 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--images", type=int, default=300)
     parser.add_argument("--size", type=int, default=512)
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--hub-only", action="store_true", help="only the streamed hub-source benchmark")
+    parser.add_argument("--hub-rows", type=int, default=50, help="rows per shard (20 shards)")
+    parser.add_argument("--hub-px", type=int, default=64, help="side of each noise JPEG, px")
     args = parser.parse_args(argv)
-    result = {
-        "cpu_count": os.cpu_count(),
-        "curation": bench_curation(args.images, args.size, args.workers),
-        "dedupe": bench_dedupe(),
-    }
+    from data.bench_hub import measure
+
+    result: dict = {"cpu_count": os.cpu_count()}
+    if not args.hub_only:
+        result["curation"] = bench_curation(args.images, args.size, args.workers)
+        result["dedupe"] = bench_dedupe()
+    result["hub_source"] = measure(rows_per_shard=args.hub_rows, image_px=args.hub_px)
     print(json.dumps(result, indent=1))
 
 

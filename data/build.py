@@ -6,6 +6,7 @@ imagefolders with metadata.jsonl, report.json, report.html and the card README.m
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import json
 import os
@@ -61,7 +62,10 @@ def build_dataset(config: Config, workers: int = 2, progress: bool = True) -> Bu
     root = cache_root(config)
     # Open every source first, so a missing folder or uncached dataset fails before any work.
     run_root = RunPaths(config.output_dir).root
-    opened = [(describe_source(s), iter_source(s, data, root / "urls", skip=run_root)) for s in data.sources]
+    opened = [
+        (describe_source(s), iter_source(s, data, root, run_root, config.seed, progress))
+        for s in data.sources
+    ]
     source_inputs: dict[str, int] = {name: 0 for name, _ in opened}
 
     def candidates() -> Iterator[Candidate]:
@@ -74,12 +78,18 @@ def build_dataset(config: Config, workers: int = 2, progress: bool = True) -> Bu
     known_before = set(cache.facts)
     try:
         stream = curate(candidates(), data, cache, workers=workers)
-        records = list(tqdm(stream, desc="curating", unit="img", disable=not progress))
+        records, passed = [], 0
+        with tqdm(stream, desc="curating", unit="img", disable=not progress) as bar:
+            for record in bar:
+                records.append(record)
+                passed += record.status == "kept"
+                bar.set_postfix(kept=passed, refresh=False)  # before duplicates are grouped
     finally:
         cache.close()
     decoded = len({r.sha256 for r in records if r.sha256} - known_before)
 
     mark_near_duplicates(records, data.near_duplicate_max_distance)
+    cap_works(records, data.max_works, config.seed)
     kept = [r for r in records if r.status == "kept"]
     header = {
         "artist": config.artist,
@@ -168,6 +178,17 @@ def mark_near_duplicates(records: list[Record], max_distance: int) -> None:
                 "near_duplicate", f"near-duplicate of {best.source} (pHash distance {distance})", "duplicate"
             )
             record.duplicate_of = best.index
+
+
+def cap_works(records: list[Record], max_works: int | None, seed: int) -> None:
+    """Keep at most `max_works` works: a sample fixed by the seed and the images' content, whatever
+    order the sources yielded them in."""
+    kept = [r for r in records if r.status == "kept"]
+    if max_works is None or len(kept) <= max_works:
+        return
+    order = sorted(kept, key=lambda r: hashlib.sha256(f"{seed}:{r.sha256}".encode()).hexdigest())
+    for record in order[max_works:]:
+        record.reject("max_works", f"over data.max_works {max_works} (a sample fixed by the seed is kept)")
 
 
 def file_name(record: Record) -> str:

@@ -49,14 +49,55 @@ def describe_source(source: Source) -> str:
 
 
 def iter_source(
-    source: Source, config: DataConfig, url_cache: Path, skip: Path | None = None
+    source: Source,
+    config: DataConfig,
+    cache: Path,
+    skip: Path | None = None,
+    seed: int = 0,
+    progress: bool = False,
 ) -> Iterator[Candidate]:
-    """`skip` is a folder never read (the run's own output, when it lies inside a source folder)."""
+    """`cache` is the run's data cache (downloads, hub scans); `skip` is a folder never read (the run's
+    own output, when it lies inside a source folder); `seed` fixes which works `max_works` keeps."""
     if isinstance(source, FolderSource):
         return iter_folder(source, skip)
     if isinstance(source, HubSource):
+        if is_streamed(source):
+            from data.hub_stream import iter_streamed
+
+            return iter_streamed(source, config, seed, cache / "hub", progress)
         return iter_hub(source)
-    return iter_urls(source, config, url_cache)
+    return iter_urls(source, config, cache / "urls")
+
+
+def estimate_source(source: Source, config: DataConfig, cache: Path, seed: int) -> str:
+    """One line on what reading `source` will cost, reading only what is cheap (and writing nothing)."""
+    name = describe_source(source)
+    if isinstance(source, HubSource) and is_streamed(source):
+        from data.hub_http import Net
+        from data.hub_plan import make_plan
+
+        net = Net(config.download_timeout_s, config.download_retries)
+        return make_plan(source, net, cache / "hub", config.max_works, seed, readonly=True).describe()
+    if isinstance(source, FolderSource):
+        root = Path(source.folder).expanduser()
+        files = [p for p in root.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS] if root.is_dir() else []
+        return f"{name}: {len(files)} image files"
+    if isinstance(source, UrlListSource):
+        path = Path(source.urls).expanduser()
+        lines = path.read_text(encoding="utf-8").splitlines() if path.is_file() else []
+        urls = [u for u in lines if u.strip() and not u.lstrip().startswith("#")]
+        return f"{name}: {len(urls)} URLs (downloads cached by URL)"
+    return f"{name}: read whole through `datasets` (a local folder, or its cache under HF_HUB_OFFLINE=1)"
+
+
+def is_streamed(source: HubSource) -> bool:
+    """A hub id read over HTTP. Local folders go through `datasets`, and so does everything offline
+    (HF_HUB_OFFLINE=1), where only what `datasets` cached before can be read."""
+    return not Path(source.hf).expanduser().exists() and not _offline()
+
+
+def _offline() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes", "on")
 
 
 # -- folders -------------------------------------------------------------------------------------
@@ -134,12 +175,12 @@ def iter_hub(source: HubSource) -> Iterator[Candidate]:
             batch = table.select(batch_rows)[:]
             for k, row in enumerate(batch_rows):
                 meta = {c: _label(features[c], batch[c][k]) for c in meta_columns}
-                yield _hub_candidate(source, row, batch[source.image_column][k], meta)
+                yield hub_candidate(source, row, batch[source.image_column][k], meta)
 
     return items()
 
 
-def _hub_candidate(source: HubSource, row: int, cell: Any, meta: dict[str, Any]) -> Candidate:
+def hub_candidate(source: HubSource, row: int, cell: Any, meta: dict[str, Any]) -> Candidate:
     origin = f"{source.hf}[{source.split}]#{row}"
     payload = cell or {}
 
@@ -189,11 +230,10 @@ def _load_split(source: HubSource):
         raise
     except Exception as exc:  # noqa: BLE001 - datasets raises many types; the user needs one line
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        offline = os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes", "on")
         hint = (
             "; it is not in the local cache and HF_HUB_OFFLINE=1 (download it once online, or point hf at "
             "a local copy)"
-            if offline and not local.exists()
+            if _offline() and not local.exists()
             else ""
         )
         raise SourceError(f"{name}: cannot load split {source.split!r}: {first}{hint}") from None
@@ -222,7 +262,7 @@ def _filter_rows(table, source: HubSource) -> list[int]:
                 else:
                     raise SourceError(
                         f"{name}: filter {column}={value!r} matches no label; closest: "
-                        f"{_closest(str(value), feature.names)}"
+                        f"{closest(str(value), feature.names)}"
                     )
             targets = set(ids)
         else:
@@ -233,7 +273,7 @@ def _filter_rows(table, source: HubSource) -> list[int]:
             shown = ", ".join(repr(w) for w in wanted_values)
             raise SourceError(
                 f"{name}: filter {column}={shown} matches no row; closest values: "
-                f"{_closest(str(wanted_values[0]), distinct)}"
+                f"{closest(str(wanted_values[0]), distinct)}"
             )
         keep = rows if keep is None else keep & rows
     if keep is None:
@@ -243,7 +283,7 @@ def _filter_rows(table, source: HubSource) -> list[int]:
     return sorted(keep)
 
 
-def _closest(value: str, names: list[str]) -> str:
+def closest(value: str, names: list[str]) -> str:
     def norm(text: str) -> str:
         return re.sub(r"[^a-z0-9]+", " ", text.lower()).strip()
 

@@ -28,7 +28,8 @@ class FolderSource:
 
 @dataclass(frozen=True)
 class HubSource:
-    """A Hugging Face dataset through `datasets.load_dataset`, filtered by column values."""
+    """A Hugging Face dataset filtered by column values. A hub id is streamed (see data/hub_plan.py);
+    a local parquet, imagefolder or `save_to_disk` folder goes through `datasets`."""
 
     hf: str = rule(nonempty=True)
     split: str = "train"
@@ -36,6 +37,8 @@ class HubSource:
     image_column: str = "image"
     # Column -> wanted value(s); ClassLabel columns are matched by label name (e.g. artist: vincent-van-gogh).
     filter: dict[str, str | int | list[str | int]] = field(default_factory=dict)
+    # How a hub id's matching rows are fetched: auto picks whichever reads fewer bytes.
+    read: Literal["auto", "row_groups", "filter"] = "auto"
 
 
 @dataclass(frozen=True)
@@ -67,6 +70,7 @@ class DataConfig:
     download_timeout_s: float = rule(gt=0)
     download_retries: int = rule(ge=0)
     download_max_bytes: int = rule(gt=0)
+    max_works: int | None = rule(gt=0)
     license: str = rule(nonempty=True)
 
 
