@@ -14,6 +14,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from oeuvre.crash_points import crash_point
+
 
 def _current_umask() -> int:
     mask = os.umask(0o022)  # the only way to read it is to set it; put it straight back
@@ -31,6 +33,7 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
             handle.flush()
             os.fchmod(handle.fileno(), 0o666 & ~_current_umask())
             os.fsync(handle.fileno())
+        crash_point("atomic_write:before_replace")
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -66,6 +69,7 @@ def replace_directory(new: Path, path: Path) -> None:
     aside = aside_name(path)
     if path.exists():
         os.replace(path, aside)
+    crash_point("replace_directory:aside")
     os.replace(new, path)
     shutil.rmtree(aside, ignore_errors=True)
 
