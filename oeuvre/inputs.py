@@ -70,10 +70,16 @@ def output_stems(paths: Sequence[Path]) -> dict[Path, str]:
 
 def open_image(path: Path):
     """The image as RGB, upright per its EXIF orientation; InputError when it is not a readable image."""
+    import warnings
+
     from PIL import Image, ImageOps, UnidentifiedImageError
 
     try:
-        with Image.open(path) as image:
+        with warnings.catch_warnings():
+            # PIL only warns between its pixel cap and twice it; a bomb that size is refused too.
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            image = Image.open(path)
+        with image:
             image.load()
             upright = ImageOps.exif_transpose(image)
             if upright.mode in ("RGBA", "LA", "P"):
@@ -83,6 +89,8 @@ def open_image(path: Path):
             return upright.convert("RGB")
     except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as exc:
         raise InputError(f"input {path}: not a readable image ({type(exc).__name__}: {exc})") from exc
+    except Image.DecompressionBombWarning as exc:
+        raise InputError(f"input {path}: refused as a decompression bomb ({exc})") from exc
 
 
 def fit_size(width: int, height: int, size_px: int, multiple: int) -> tuple[int, int]:

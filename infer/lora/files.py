@@ -182,7 +182,7 @@ def read_safetensors_header(path: str | Path) -> dict[str, Any]:
             header = json.loads(handle.read(header_len))
         if not isinstance(header, dict):
             raise ValueError("header is not a JSON object")
-        end = max((int(v["data_offsets"][1]) for k, v in header.items() if k != "__metadata__"), default=0)
+        end = max((_checked_extent(k, v) for k, v in header.items() if k != "__metadata__"), default=0)
         if 8 + header_len + end > size:
             raise ValueError(f"tensor data ends at byte {8 + header_len + end} but the file has {size}")
     except (ValueError, KeyError, TypeError, IndexError, UnicodeDecodeError) as exc:
@@ -190,6 +190,35 @@ def read_safetensors_header(path: str | Path) -> dict[str, Any]:
             f"{path}: not a valid safetensors file (truncated or corrupt: {exc}); re-copy or re-export it"
         ) from exc
     return header
+
+
+# Bytes per element of each safetensors dtype; a LoRA's weights are one of the float ones.
+DTYPE_BYTES = {
+    "F64": 8,
+    "F32": 4,
+    "F16": 2,
+    "BF16": 2,
+    "I64": 8,
+    "I32": 4,
+    "I16": 2,
+    "I8": 1,
+    "U8": 1,
+    "BOOL": 1,
+}
+FLOAT_DTYPES = {"F64", "F32", "F16", "BF16"}
+
+
+def _checked_extent(name: str, entry: dict) -> int:
+    """The end offset of one tensor's bytes, once its dtype, shape and offsets agree with each other."""
+    dtype, shape, (begin, end) = entry["dtype"], entry["shape"], entry["data_offsets"]
+    if dtype not in DTYPE_BYTES:
+        raise ValueError(f"tensor {name}: unknown dtype {dtype}")
+    count = 1
+    for side in shape:
+        count *= int(side)
+    if int(begin) < 0 or int(end) - int(begin) != count * DTYPE_BYTES[dtype]:
+        raise ValueError(f"tensor {name}: {dtype} {shape} does not fill bytes {begin}..{end}")
+    return int(end)
 
 
 def read_lora_metadata(path: str | Path) -> dict[str, str]:

@@ -17,6 +17,7 @@ from infer.lora import kohya
 from infer.lora.arch import arch_from_keys
 from infer.lora.files import (
     EMBEDDING_KEYS,
+    FLOAT_DTYPES,
     LoraFileError,
     read_lora_metadata,
     read_safetensors_header,
@@ -45,7 +46,11 @@ class LoadedLora:
 def _load_tensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
     import safetensors.torch
 
-    read_safetensors_header(path)  # refuses pickles by name and damaged files with one line
+    header = read_safetensors_header(path)  # refuses pickles by name and damaged files with one line
+    odd = {k: v["dtype"] for k, v in header.items() if k != "__metadata__" and v["dtype"] not in FLOAT_DTYPES}
+    if odd:
+        key, dtype = next(iter(odd.items()))
+        raise LoraFileError(f"{path}: tensor {key} is {dtype}; expected floating-point LoRA weights")
     return safetensors.torch.load_file(path), read_lora_metadata(path)
 
 

@@ -42,6 +42,17 @@ def run(args: argparse.Namespace) -> int:
     refuse_overwrite(settings, [job for job in jobs if job.input in set(my_inputs)])
     tag = f"[{state.process_index}/{state.num_processes}] " if state.num_processes > 1 else ""
 
+    # Inputs are read before any model loads, so a bad one costs no load (and fails fast when none is good).
+    opened, skipped = {}, []
+    for path in my_inputs:
+        try:
+            opened[path] = open_image(path)
+        except InputError as exc:
+            skipped.append(path)
+            print(f"{tag}skipped: {exc}", file=sys.stderr)
+    if my_inputs and not opened:
+        raise InputError(f"no readable images among the inputs ({', '.join(map(str, skipped))})")
+
     restyler = Restyler.load(settings, device)
     references = {}
     if settings.reference == "nearest":
@@ -50,13 +61,8 @@ def run(args: argparse.Namespace) -> int:
         references = nearest_references(settings.run_dir, my_inputs, "weights-free")
         for path, ref in references.items():
             print(f"{tag}{path}: nearest work {ref.work.id} ({ref.similarity:.3f}) {ref.work.label}")
-    pictures, skipped = {}, []
-    for path in my_inputs:
-        try:
-            pictures[path] = prepare(open_image(path), settings.size_px, restyler.pipe.vae_scale_factor)
-        except InputError as exc:
-            skipped.append(path)
-            print(f"{tag}skipped: {exc}", file=sys.stderr)
+    multiple = restyler.pipe.vae_scale_factor
+    pictures = {path: prepare(image, settings.size_px, multiple) for path, image in opened.items()}
 
     results = render_jobs(restyler, [job for job in jobs if job.input in pictures], pictures, references)
     if settings.sweep:
@@ -65,8 +71,6 @@ def run(args: argparse.Namespace) -> int:
     print(f"{tag}restyled {len(pictures)} of {len(my_inputs)} inputs: {written} images in {settings.out}")
     if skipped:
         print(f"{tag}{len(skipped)} input(s) skipped as unreadable (see above)", file=sys.stderr)
-        if not pictures:
-            raise InputError(f"no readable images among the inputs ({', '.join(map(str, skipped))})")
         return 1
     return 0
 
