@@ -69,8 +69,17 @@ demo: install
 data: check-artist install
 	$(PY) -m data $(CONFIG) $(ARGS)
 
-train: check-artist install
-	$(VENV)/bin/accelerate launch -m train $(CONFIG) $(ARGS)
+# The dataset is built first when it is missing; the launch uses the project's own one-process config
+# (LAUNCH=configs/accelerate/multi_gpu.yaml etc. for more), and --quiet makes a failure end with the
+# trainer's own one-line error instead of accelerate's CalledProcessError traceback.
+LAUNCH ?= configs/accelerate/default.yaml
+DATASET := $(OUT_DIR)/dataset/train/metadata.jsonl
+
+$(DATASET):
+	$(MAKE) --no-print-directory data ARTIST=$(ARTIST) ARGS="$(ARGS)"
+
+train: check-artist install $(DATASET)
+	$(VENV)/bin/accelerate launch --quiet --config_file $(LAUNCH) -m train $(CONFIG) $(ARGS)
 
 restyle: check-artist install
 	$(PY) -m infer restyle $(IN) --lora $(OUT_DIR) --out $(OUT_DIR)/restyled $(ARGS)
