@@ -56,7 +56,8 @@ def per_sample_weights(noise_scheduler, timesteps: torch.Tensor, snr_gamma: floa
     clipped = torch.clamp(snr, max=snr_gamma)
     if noise_scheduler.config.prediction_type == "v_prediction":
         return clipped / (snr + 1)
-    return clipped / snr
+    # Zero terminal SNR (rescaled betas) makes the last timestep's SNR 0, where min(snr, γ)/snr -> 1.
+    return torch.where(snr > 0, clipped / snr.clamp(min=1e-12), torch.ones_like(snr))
 
 
 def weighted_mse(pred: torch.Tensor, target: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
