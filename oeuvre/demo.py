@@ -106,7 +106,9 @@ def main(argv=None) -> int:
         print(f"  {what}: {where}")
     report = run / "report" / "report.json"
     if report.is_file():  # the one-sentence answer, as the report states it
-        print(f"evaluation: {json.loads(report.read_text()).get('verdict', '')}")
+        data = json.loads(report.read_text())
+        print(f"evaluation: {data.get('verdict', '')}")
+        print(f"palette: {data.get('palette_sentence', '')}")
     return 0
 
 

@@ -29,6 +29,12 @@ def add_tiny_base_arguments(parser: argparse.ArgumentParser) -> None:
         default=8,
         help="tiny only: image pixels per latent pixel (8 as in SD; 2 keeps brush texture at 64 px)",
     )
+    parser.add_argument(
+        "--schedule",
+        choices=["sd", "zero-snr"],
+        default="sd",
+        help="sd: SD's own scheduler; zero-snr: zero terminal SNR, v-prediction, trailing timesteps",
+    )
     parser.add_argument("--overwrite", action="store_true")
 
 
@@ -37,7 +43,14 @@ def run_tiny_base(args: argparse.Namespace) -> int:
 
     start = time.perf_counter()
     out = write_tiny_base(
-        args.out, args.arch, args.size, args.seed, args.overwrite, args.pretrain_steps, args.vae_downsample
+        args.out,
+        args.arch,
+        args.size,
+        args.seed,
+        args.overwrite,
+        args.pretrain_steps,
+        args.vae_downsample,
+        args.schedule,
     )
     print(f"wrote {args.size} {args.arch} base to {out} in {time.perf_counter() - start:.2f} s")
     return 0

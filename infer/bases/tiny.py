@@ -174,9 +174,16 @@ def _sdxl_unet(size: Size):
     )
 
 
-def _scheduler(arch: Arch):
-    # The schedulers and settings the real SD 1.5 and SDXL repositories ship.
-    from diffusers import EulerDiscreteScheduler, PNDMScheduler
+SCHEDULES = ("sd", "zero-snr")
+
+
+def _scheduler(arch: Arch, schedule: str = "sd"):
+    """`sd`: the schedulers and settings the real SD 1.5 and SDXL repositories ship. `zero-snr`: the
+    same betas rescaled to zero terminal SNR, v-prediction and trailing timesteps (Lin et al. 2023,
+    "Common Diffusion Noise Schedules and Sample Steps are Flawed"): at SD's last timestep about 7 % of
+    the picture survives the noise, so a small base trained for minutes learns to copy the mean
+    colour from its input instead of making it; with zero terminal SNR it must make it."""
+    from diffusers import DDIMScheduler, EulerDiscreteScheduler, PNDMScheduler
 
     common = dict(
         num_train_timesteps=1000,
@@ -185,12 +192,23 @@ def _scheduler(arch: Arch):
         beta_schedule="scaled_linear",
         steps_offset=1,
     )
+    if schedule == "zero-snr":
+        return DDIMScheduler(
+            rescale_betas_zero_snr=True,
+            prediction_type="v_prediction",
+            timestep_spacing="trailing",
+            clip_sample=False,
+            set_alpha_to_one=False,
+            **common,
+        )
     if arch == "sd15":
         return PNDMScheduler(skip_prk_steps=True, set_alpha_to_one=False, **common)
     return EulerDiscreteScheduler(timestep_spacing="leading", prediction_type="epsilon", **common)
 
 
-def build_pipeline(arch: Arch = "sd15", size: Size = "tiny", seed: int = 0, vae_downsample: int = 8):
+def build_pipeline(
+    arch: Arch = "sd15", size: Size = "tiny", seed: int = 0, vae_downsample: int = 8, schedule: str = "sd"
+):
     """A randomly initialised text-to-image pipeline; the same seed gives the same weights.
 
     `vae_downsample` (tiny only): 8 as in SD. The tiny VAE codes only each block's colour, so at 64 px
@@ -205,6 +223,8 @@ def build_pipeline(arch: Arch = "sd15", size: Size = "tiny", seed: int = 0, vae_
         raise OeuvreError(
             f"--vae-downsample {vae_downsample}: expected 2, 4 or 8 with --size tiny, and 8 with --size full"
         )
+    if schedule not in SCHEDULES:
+        raise OeuvreError(f"--schedule {schedule}: expected one of {', '.join(SCHEDULES)}")
     tokenizer = build_clip_tokenizer()
     ids = dict(vocab_size=len(tokenizer), eos_id=tokenizer.eos_token_id, bos_id=tokenizer.bos_token_id)
     # Each component from its own seed, so the weights don't depend on construction order.
@@ -220,7 +240,7 @@ def build_pipeline(arch: Arch = "sd15", size: Size = "tiny", seed: int = 0, vae_
             text_encoder=text_encoder,
             tokenizer=tokenizer,
             unet=unet,
-            scheduler=_scheduler(arch),
+            scheduler=_scheduler(arch, schedule),
             safety_checker=None,
             feature_extractor=None,
             requires_safety_checker=False,
@@ -235,7 +255,7 @@ def build_pipeline(arch: Arch = "sd15", size: Size = "tiny", seed: int = 0, vae_
         tokenizer=tokenizer,
         tokenizer_2=build_clip_tokenizer(),
         unet=unet,
-        scheduler=_scheduler(arch),
+        scheduler=_scheduler(arch, schedule),
     )
 
 
@@ -247,6 +267,7 @@ def write_tiny_base(
     overwrite: bool = False,
     pretrain_steps: int = 0,
     vae_downsample: int = 8,
+    schedule: str = "sd",
 ) -> Path:
     """Build and save a pipeline folder atomically (it appears whole or not at all).
 
@@ -260,7 +281,7 @@ def write_tiny_base(
         raise OeuvreError(
             f"--pretrain-steps {pretrain_steps}: expected 0, or a positive count with --size tiny"
         )
-    pipe = build_pipeline(arch, size, seed, vae_downsample)
+    pipe = build_pipeline(arch, size, seed, vae_downsample, schedule)
     if pretrain_steps:
         from infer.bases.tiny_pretrain import pretrain_unet
 

@@ -119,7 +119,10 @@ def pretrain_unet(
         noisy = noise_scheduler.add_noise(clean, noise, timesteps)
         kwargs = {k: {n: t[index] for n, t in v.items()} for k, v in extra.items()}
         prediction = unet(noisy, timesteps, text[index], **kwargs).sample
-        loss = torch.nn.functional.mse_loss(prediction, noise)
+        target = noise
+        if noise_scheduler.config.prediction_type == "v_prediction":
+            target = noise_scheduler.get_velocity(clean, noise, timesteps)
+        loss = torch.nn.functional.mse_loss(prediction, target)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()

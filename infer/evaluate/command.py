@@ -119,8 +119,12 @@ def restyle_settings(args: argparse.Namespace, out: Path):
     return dataclasses.replace(settings, seeds=settings.seeds[:1], sweep=False)
 
 
-def restyle_all(settings, contents: dict[str, object], label) -> dict[tuple[str, float], object]:
-    """{(content stem, strength): image} from one Restyler (LoRA fused at its scale, or no LoRA)."""
+def restyle_all(
+    settings, contents: dict[str, object], label, prompts: dict[str, str] | None = None
+) -> dict[tuple[str, float], object]:
+    """{(content stem, strength): image} from one Restyler (LoRA fused at its scale, or no LoRA); with
+    `prompts` {name: prompt} also text-to-image pictures under ("t2i:<name>", seed) from the same one."""
+    from infer.evaluate.palette import T2I_SEEDS, t2i_canvas
     from infer.restyle.restyler import Restyler
     from oeuvre.devices import choose_device
 
@@ -131,7 +135,37 @@ def restyle_all(settings, contents: dict[str, object], label) -> dict[tuple[str,
             ready = prepare(image, settings.size_px, restyler.pipe.vae_scale_factor)[0]
             out[stem, strength] = restyler([ready], [settings.seeds[0]], strength, settings.scales[0])[0]
         print(f"  {label} strength {strength:g}: {len(contents)} images", flush=True)
+    canvas = t2i_canvas(settings.size_px)
+    for name, prompt in (prompts or {}).items():
+        for seed in T2I_SEEDS:
+            out[f"t2i:{name}", seed] = restyler([canvas], [seed], 1.0, settings.scales[0], prompt)[0]
     return out
+
+
+def palette(settings, judge, lora_out: dict, base_out: dict, stems: list[str]) -> dict:
+    """The palette figures (infer/evaluate/palette.py) from the outputs already made."""
+    from infer.evaluate.palette import T2I_SEEDS, palette_figures
+
+    t2i = {
+        name: [images[f"t2i:{key}", seed] for seed in T2I_SEEDS]
+        for name, images, key in (
+            ("with trigger", lora_out, "trigger"),
+            ("without trigger", lora_out, "plain"),
+            ("LoRA off", base_out, "plain"),
+        )
+    }
+    img2img = {
+        s: ([base_out[stem, s] for stem in stems], [lora_out[stem, s] for stem in stems])
+        for s in settings.strengths
+    }
+    return palette_figures([open_image(w.path) for w in judge.holdout], t2i, img2img)
+
+
+def trigger_free(prompt: str, token: str | None) -> str:
+    """The prompt without its trigger token (what "without trigger" and "LoRA off" are asked)."""
+    if not token:
+        return prompt
+    return " ".join(prompt.replace(token, " ").replace(" ,", ",").split()).strip(" ,")
 
 
 # -- measuring -----------------------------------------------------------------------------------
@@ -225,9 +259,11 @@ def run(args: argparse.Namespace) -> int:
     print(f"evaluating {run_dir}: {len(contents)} content images, strengths {', '.join(map(str, strengths))}")
 
     images: dict[tuple[str, str], object] = {}  # (content stem, column) -> image
-    lora_out = restyle_all(settings, contents, "oeuvre")
+    plain = trigger_free(settings.prompt, settings.trigger_token)
+    lora_out = restyle_all(settings, contents, "oeuvre", {"trigger": settings.prompt, "plain": plain})
     base_settings = dataclasses.replace(settings, lora_file=None, embedding_file=None, scales=(0.0,))
-    base_out = restyle_all(base_settings, contents, "base model")
+    base_out = restyle_all(base_settings, contents, "base model", {"plain": plain})
+    colours = palette(settings, judge, lora_out, base_out, list(contents))
     columns = ["content", *(["baseline"] if baselines else [])]
     columns += [f"base@{s:g}" for s in strengths] + [f"oeuvre@{s:g}" for s in strengths]
     for stem, image in contents.items():
@@ -259,6 +295,7 @@ def run(args: argparse.Namespace) -> int:
         judge=judge,
         checkpoints=checkpoint_rows,
         baselines={c.stem: str(b) for c, b in baselines.items()},
+        extra={"palette": colours},
     )
     print(f"report: {report / 'index.html'} ({time.perf_counter() - start:.1f} s)")
     return 0

@@ -143,8 +143,11 @@ def write_report(
     judge,
     checkpoints: list[dict],
     baselines: dict[str, str],
+    extra: dict | None = None,
 ) -> dict:
-    """Write images/, the plots, report.json and index.html under `report`; returns the JSON data."""
+    """Write images/, the plots, report.json and index.html under `report`; returns the JSON data.
+    `extra` adds sections to report.json (the palette figures); a `palette` section also gets its
+    sentence beside the verdict."""
     from PIL import Image
 
     descriptors = [d.name for d in judge.descriptors]
@@ -197,7 +200,12 @@ def write_report(
         "verdict": verdict(table, judge.primary),
         "checkpoints": checkpoints,
         "plots": plots,
+        **(extra or {}),
     }
+    if "palette" in data:
+        from infer.evaluate.palette import palette_sentence
+
+        data["palette_sentence"] = palette_sentence(data["palette"])
     atomic_write_text(report / "report.json", json.dumps(data, indent=1) + "\n")
     atomic_write_text(report / "index.html", render_html(data))
     return data
@@ -287,6 +295,7 @@ edges against the content image. Base {esc(s["base_model"])}, LoRA scale {s["lor
 <table><tr><th>column</th><th>n</th>{"".join(f"<th>style [{esc(d)}]</th>" for d in descriptors)}
 <th>content kept</th><th>copies</th></tr>{mean_rows}</table>
 <p><b>{esc(data["verdict"])}</b></p>
+<p>{esc(data.get("palette_sentence", ""))}</p>
 <h2>Plots</h2><div>{plots}</div>
 {checkpoints}
 <h2>Per content image</h2>

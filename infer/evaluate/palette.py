@@ -1,0 +1,89 @@
+"""Does the artist's palette show where the trigger asks for it, and not elsewhere? Plain colour
+statistics, no model: the mean colour of a set of pictures in CIELAB (through PIL's own colour
+management), and how far a change of setting moves it towards the artist's held-out works.
+
+"Moved" is the share of the way from a reference mean (the same picture made without the LoRA) to
+the artist's mean, along that line: 0 is no move, 1 is all the way, negative is away."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+# Text-to-image through the img2img pipeline: strength 1 on a flat canvas, so nothing of it survives.
+T2I_CANVAS_GREY = 128
+T2I_SEEDS = (0, 1, 2, 3)
+
+
+def mean_lab(images: Sequence) -> np.ndarray:
+    """Mean (L*, a*, b*) over all pixels of `images` (PIL RGB), via an sRGB -> CIELAB transform."""
+    from PIL import ImageCms
+
+    transform = ImageCms.buildTransformFromOpenProfiles(
+        ImageCms.createProfile("sRGB"), ImageCms.createProfile("LAB"), "RGB", "LAB"
+    )
+    means = []
+    for image in images:
+        lab = np.asarray(ImageCms.applyTransform(image.convert("RGB"), transform), np.float64)
+        # PIL's LAB mode stores L* scaled to 0..255 and a*, b* as signed bytes read unsigned.
+        lightness = lab[..., 0] * 100.0 / 255.0
+        a, b = ((lab[..., i] + 128) % 256 - 128 for i in (1, 2))
+        means.append([lightness.mean(), a.mean(), b.mean()])
+    return np.mean(means, axis=0)
+
+
+def moved(reference: np.ndarray, changed: np.ndarray, target: np.ndarray) -> float:
+    """Share of the way from `reference` to `target` that `changed` went (projection on that line)."""
+    line = target - reference
+    length = float(line @ line)
+    return float((changed - reference) @ line / length) if length > 0 else 0.0
+
+
+def t2i_canvas(size_px: int):
+    from PIL import Image
+
+    return Image.new("RGB", (size_px, size_px), (T2I_CANVAS_GREY,) * 3)
+
+
+def palette_figures(holdout: Sequence, t2i: dict[str, list], img2img: dict[float, tuple[list, list]]) -> dict:
+    """`t2i`: {"with trigger" | "without trigger" | "LoRA off": images}; `img2img`: {strength: (base
+    outputs, LoRA outputs)} over the same content. Everything in CIELAB, rounded for report.json."""
+    artist = mean_lab(holdout)
+    figures: dict = {"artist_mean_lab": _round(artist)}
+    if t2i:
+        off = mean_lab(t2i["LoRA off"])
+        figures["text_to_image"] = {
+            name: {
+                "mean_lab": _round(mean_lab(images)),
+                "moved": round(moved(off, mean_lab(images), artist), 3),
+            }
+            for name, images in t2i.items()
+        }
+    figures["img2img"] = {
+        f"{strength:g}": {
+            "base_mean_lab": _round(mean_lab(base)),
+            "lora_mean_lab": _round(mean_lab(lora)),
+            "moved": round(moved(mean_lab(base), mean_lab(lora), artist), 3),
+        }
+        for strength, (base, lora) in sorted(img2img.items())
+    }
+    return figures
+
+
+def palette_sentence(figures: dict) -> str:
+    """One line for the demo and the report: how far the palette moved, and the style leak."""
+    parts = []
+    t2i = figures.get("text_to_image")
+    if t2i:
+        parts.append(
+            f"text-to-image with the trigger {t2i['with trigger']['moved']:.0%} of the way, "
+            f"without it {t2i['without trigger']['moved']:.0%} (style leak)"
+        )
+    moves = ", ".join(f"{s}: {row['moved']:.0%}" for s, row in figures["img2img"].items())
+    parts.append(f"img2img over the base's output {moves}")
+    return "Palette towards the artist's held-out works (CIELAB mean): " + "; ".join(parts) + "."
+
+
+def _round(values: np.ndarray) -> list[float]:
+    return [round(float(v), 2) for v in values]
