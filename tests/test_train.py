@@ -6,6 +6,7 @@ import os
 import socket
 import subprocess
 import sys
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -15,14 +16,23 @@ from train_helpers import train_config, write_dataset
 
 from oeuvre.paths import RunPaths
 from train import checkpoints, recipe
+from train.batches import fill_latent_cache, make_batch, step_generator
 from train.buckets import epoch_batches, make_buckets, nearest_bucket
 from train.cache import LatentCache
 from train.images import ArtistImages
 from train.loss import timestep_weights
 from train.models import add_lora_adapters, load_components, trainable_parameters
-from train.recipe import Step, make_batch, make_optimizer, prompt_encoder, step_generator, training_step
+from train.recipe import Step, make_optimizer, prompt_encoder, training_step
 
 TOKEN = "<demo-artist>"
+# What fill_latent_cache asks of an Accelerator, for one process.
+ONE_PROCESS = SimpleNamespace(
+    process_index=0,
+    num_processes=1,
+    device=torch.device("cpu"),
+    is_local_main_process=False,
+    wait_for_everyone=lambda: None,
+)
 
 
 @pytest.fixture(autouse=True)
@@ -108,28 +118,13 @@ def test_cached_and_uncached_latents_give_the_same_loss(tiny_bases, run_dir):
     config = train_config(run_dir, tiny_bases["sd15"])
     parts, images, step = setup_step(config)
     cache = LatentCache(run_dir / "cache", parts.vae)
-    recipe.fill_latent_cache(
-        cache,
-        [images],
-        parts.vae,
-        type(
-            "A",
-            (),
-            {
-                "process_index": 0,
-                "num_processes": 1,
-                "device": torch.device("cpu"),
-                "is_local_main_process": False,
-                "wait_for_everyone": lambda self: None,
-            },
-        )(),
-    )
-    cached = make_batch([1, 2], images, None, config.train, cache, step_generator(0, 5, 0))
-    fresh = make_batch([1, 2], images, None, config.train, None, step_generator(0, 5, 0))
+    fill_latent_cache(cache, images, None, parts.vae, ONE_PROCESS)
+    cached = make_batch([1, 2], images, None, config.train, cache, step_generator(0, 5))
+    fresh = make_batch([1, 2], images, None, config.train, None, step_generator(0, 5))
     assert cached.latent_dists is not None and fresh.latent_dists is None
     with torch.no_grad():
-        a = training_step(cached, step, step_generator(0, 5, 0))
-        b = training_step(fresh, step, step_generator(0, 5, 0))
+        a = training_step(cached, step, step_generator(0, 5))
+        b = training_step(fresh, step, step_generator(0, 5))
     assert torch.allclose(a, b, rtol=1e-5, atol=1e-6)
 
 
