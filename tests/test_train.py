@@ -505,3 +505,22 @@ def test_sample_grid_labels_keep_the_whole_prompt():
     inked_lines = np.flatnonzero((label_column < 128).any(axis=1))
     # Wrapped onto three lines, not cut after 34 characters: ink reaches well below the first line.
     assert inked_lines.max() - inked_lines.min() > 25
+
+
+def test_lora_off_turns_off_the_text_encoder_lora_too(tiny_bases, run_dir):
+    from train.validation import lora_off
+
+    config = train_config(run_dir, tiny_bases["sd15"], "train.train_text_encoder=true")
+    parts, _, step = setup_step(config)
+    base, _ = step.encode(["a harbour"])
+    with torch.no_grad():
+        for name, parameter in parts.text_encoders[0].named_parameters():
+            if "lora_B" in name:
+                parameter.fill_(0.05)
+    styled, _ = step.encode(["a harbour"])
+    assert not torch.allclose(styled, base)
+    with lora_off(parts):
+        off, _ = step.encode(["a harbour"])
+    assert torch.equal(off, base)
+    assert torch.equal(step.encode(["a harbour"])[0], styled)
+    assert all(p.requires_grad for n, p in parts.text_encoders[0].named_parameters() if "lora_" in n)

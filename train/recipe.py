@@ -143,6 +143,8 @@ def setup(config: Config) -> Run:
         accelerator.mixed_precision, torch.float32
     )
     parts = load_components(config.base_model)
+    # Adapters first: peft's injection freezes every other weight, the new token rows included.
+    add_lora_adapters(parts, cfg)
     new_tokens: list[NewTokens] = []
     if cfg.pivotal_tuning:
         new_tokens = add_trigger_tokens(
@@ -152,7 +154,6 @@ def setup(config: Config) -> Run:
             cfg.num_new_tokens,
             cfg.initializer_token,
         )
-    add_lora_adapters(parts, cfg)
     trained_encoders = trainable_text_encoders(parts)
     place_for_training(parts, accelerator.device, weight_dtype, trained_encoders, cfg.gradient_checkpointing)
 
