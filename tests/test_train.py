@@ -463,6 +463,8 @@ def test_text_encoder_lora_and_dora_are_saved_and_load(tiny_bases, run_dir):
     keys = load_file(lora_file).keys()
     assert any(k.startswith("text_encoder.") for k in keys) and any(k.startswith("unet.") for k in keys)
     assert any("magnitude" in k for k in keys)  # DoRA's magnitude vectors
+    kohya = load_file(lora_file.with_name("demo.kohya.safetensors"))
+    assert any(k.endswith(".dora_scale") for k in kohya) and any(k.startswith("lora_te_") for k in kohya)
     pipe = StableDiffusionPipeline.from_pretrained(tiny_bases["sd15"])
     pipe.load_lora_weights(str(lora_file))
     assert any("lora" in n for n, _ in pipe.text_encoder.named_parameters())
@@ -480,6 +482,13 @@ def test_only_the_last_k_checkpoints_are_kept(tiny_bases, run_dir):
     folder = RunPaths(run_dir).checkpoints
     assert [p.name for p in checkpoints.complete_checkpoints(folder)] == ["step-3", "step-4"]
     assert not list(folder.glob(".tmp-*"))
+
+
+def test_deepspeed_on_a_machine_without_cuda_fails_at_once_saying_so(monkeypatch):
+    monkeypatch.setenv("ACCELERATE_USE_DEEPSPEED", "true")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(recipe.DistributedSetupError, match="DeepSpeed .* needs CUDA GPUs"):
+        recipe.check_backend_fits_device()
 
 
 def test_accelerate_configs_parse():
