@@ -202,7 +202,10 @@ def make_accelerator(cfg: TrainConfig, paths: RunPaths):
         # Several processes without CUDA (accelerate launch --multi_gpu on CPU): gloo, not one process each.
         cpu=not torch.cuda.is_available() and int(os.environ.get("WORLD_SIZE", "1")) > 1,
     )
-    accelerator.print(f"training on {accelerator.num_processes} process(es), device {accelerator.device}")
+    accelerator.print(
+        f"training on {accelerator.num_processes} process(es), device {accelerator.device}, "
+        f"{accelerator.distributed_type.value}"
+    )
     if accelerator.device.type == "cpu":
         keep_freed_memory()  # CPU steps otherwise page-fault their activations back in each time
     return accelerator
