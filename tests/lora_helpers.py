@@ -19,7 +19,7 @@ def _randomise_lora(model: torch.nn.Module, seed: int, std: float) -> None:
     generator = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for name, param in model.named_parameters():
-            if "lora_" in name:
+            if "lora_" in name and "magnitude" not in name:  # DoRA magnitudes keep their ‖W‖ start
                 param.copy_(torch.randn(param.shape, generator=generator) * std)
 
 
@@ -33,6 +33,7 @@ def make_random_lora(
     seed: int = 0,
     std: float = 0.1,
     text_encoder: bool = False,
+    dora: bool = False,
     metadata: dict[str, str] | None = None,
 ) -> Path:
     """A LoRA for the tiny base at `base`, written to `out` with save_lora_file."""
@@ -41,13 +42,15 @@ def make_random_lora(
     from transformers import CLIPTextModel, CLIPTextModelWithProjection
 
     unet = UNet2DConditionModel.from_pretrained(base / "unet")
-    unet_config = LoraConfig(r=rank, lora_alpha=alpha, target_modules=UNET_TARGETS, init_lora_weights=True)
+    unet_config = LoraConfig(
+        r=rank, lora_alpha=alpha, target_modules=UNET_TARGETS, init_lora_weights=True, use_dora=dora
+    )
     unet.add_adapter(unet_config)
     _randomise_lora(unet, seed, std)
     layers: dict = {"unet_lora_layers": get_peft_model_state_dict(unet), "unet_lora_config": unet_config}
     if text_encoder:
         text_config = LoraConfig(
-            r=rank, lora_alpha=alpha, target_modules=TEXT_TARGETS, init_lora_weights=True
+            r=rank, lora_alpha=alpha, target_modules=TEXT_TARGETS, init_lora_weights=True, use_dora=dora
         )
         encoders = [("text_encoder_lora_layers", CLIPTextModel, "text_encoder")]
         if arch == "sdxl":

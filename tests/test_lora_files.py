@@ -196,3 +196,32 @@ def _diffusers_keys(layers):
     from diffusers.utils import convert_state_dict_to_diffusers
 
     return {f"unet.{k}": v for k, v in convert_state_dict_to_diffusers(dict(layers)).items()}
+
+
+@pytest.mark.parametrize("arch", ["sd15", "sdxl"])
+def test_text_encoder_keys_are_written_canonical_and_both_layouts_load(tiny_bases, tmp_path, arch):
+    """transformers 5 drops CLIP's `text_model.` level; files keep it (hub, transformers 4, ComfyUI)."""
+    import safetensors.torch
+
+    from infer.lora.tools import load_lora
+
+    canonical = make_random_lora(tiny_bases[arch], arch, tmp_path / "c.safetensors", text_encoder=True)
+    tensors = safetensors.torch.load_file(canonical)
+    text_keys = [k for k in tensors if k.startswith("text_encoder")]
+    assert text_keys and all(k.partition(".")[2].startswith("text_model.encoder.layers.") for k in text_keys)
+    flat = tmp_path / "flat.safetensors"
+    renamed = {k.replace(".text_model.", ".", 1): v for k, v in tensors.items()}
+    safetensors.torch.save_file(renamed, flat, metadata=read_lora_metadata(canonical))
+    images = []
+    for path in (canonical, flat):
+        pipe = load_img2img_pipeline(str(tiny_bases[arch]))
+        check_lora_fits(path, pipe, "tiny")
+        pipe.load_lora_weights(str(path))
+        images.append(img2img_np(pipe))
+    assert np.array_equal(*images)
+    a, b = load_lora(canonical), load_lora(flat)
+    assert all(
+        torch.equal(a.components[c].up[m], b.components[c].up[m])
+        for c in a.components
+        for m in a.components[c].up
+    )

@@ -169,3 +169,45 @@ def test_per_module_rank_and_alpha_survive_both_layouts(tiny_bases, tiny_loras, 
     assert layer.lora_A["odd"].weight.shape[0] == 2 and layer.scaling["odd"] == 1.5
     other = pipe.unet.get_submodule(sorted(unet.down)[1])
     assert other.lora_A["odd"].weight.shape[0] == 4 and other.scaling["odd"] == 2.0
+
+
+@pytest.mark.parametrize("arch", ["sd15", "sdxl"])
+def test_dora_kohya_file_carries_dora_scale_in_the_lycoris_layout(tiny_bases, tmp_path, arch):
+    from infer.lora.tools import inspect_file
+
+    diffusers_file = make_random_lora(
+        tiny_bases[arch],
+        arch,
+        tmp_path / "d.safetensors",
+        rank=RANK,
+        alpha=ALPHA,
+        text_encoder=True,
+        dora=True,
+    )
+    kohya_file = save_lora(load_lora(diffusers_file), tmp_path / "d.kohya.safetensors", "kohya")
+    tensors = load_file(kohya_file)
+    scales = {k.rsplit(".", 1)[0]: v for k, v in tensors.items() if k.endswith(".dora_scale")}
+    alphas = {k.rsplit(".", 1)[0] for k in tensors if k.endswith(".alpha")}
+    assert set(scales) == alphas  # every module, the text encoders' too
+    assert all(v.ndim == 2 and v.shape[1] == 1 for v in scales.values())  # LyCORIS: [out, 1]
+    assert any(k.startswith("lora_te") for k in scales)
+    assert inspect_file(kohya_file)["dora"] and inspect_file(diffusers_file)["dora"]
+    dora_back = save_lora(load_lora(kohya_file), tmp_path / "back.safetensors", "diffusers")
+    images = []
+    for path in (diffusers_file, dora_back):  # diffusers 0.42 drops dora_scale from kohya files: not asked
+        pipe = load_img2img_pipeline(str(tiny_bases[arch]))
+        plain = img2img_np(pipe)
+        pipe.load_lora_weights(str(path))
+        images.append(img2img_np(pipe))
+    assert np.abs(images[0] - plain).mean() > 2e-4
+    assert np.array_equal(images[0], images[1])
+    # The LyCORIS/ComfyUI reading of the kohya tensors (weight decomposition on the output axis)
+    # gives the weight peft's DoRA layer computes.
+    layer = pipe.unet.down_blocks[1].attentions[0].transformer_blocks[0].attn1.to_q
+    name = "lora_unet_down_blocks_1_attentions_0_transformer_blocks_0_attn1_to_q"
+    weight = layer.base_layer.weight.detach().double()
+    down, up = tensors[f"{name}.lora_down.weight"].double(), tensors[f"{name}.lora_up.weight"].double()
+    merged = weight + float(tensors[f"{name}.alpha"]) / down.shape[0] * up @ down
+    lycoris = scales[name].double() * merged / merged.norm(dim=1, keepdim=True)
+    layer.merge()
+    assert torch.allclose(layer.base_layer.weight.detach().double(), lycoris, atol=1e-5)

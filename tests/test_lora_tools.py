@@ -218,3 +218,17 @@ def test_embedding_is_not_taken_for_a_lora(tmp_path):
     path = make_random_embedding("sd15", tmp_path / "e_emb.safetensors")
     with pytest.raises(LoraFileError, match="token embedding, not a LoRA"):
         load_lora(path)
+
+
+def test_dora_is_inspected_converted_and_refused_by_resize_and_merge_with_the_reason(
+    cli, tiny_bases, pair, tmp_path
+):
+    dora = make_random_lora(tiny_bases["sd15"], "sd15", tmp_path / "dora.safetensors", dora=True)
+    code, out, _ = cli("infer", "lora", "inspect", dora, "--json")
+    assert code == 0 and json.loads(out)["dora"] is True
+    code, _, _ = cli("infer", "lora", "convert", dora, "--to", "kohya", tmp_path / "k.safetensors")
+    assert code == 0 and any(k.endswith(".dora_scale") for k in load_file(tmp_path / "k.safetensors"))
+    code, _, err = cli("infer", "lora", "resize", dora, "--rank", "2", tmp_path / "r.safetensors")
+    assert code == 2 and "DoRA" in err and "retrain" in err
+    code, _, err = cli("infer", "lora", "merge", pair[0], dora, tmp_path / "m.safetensors")
+    assert code == 2 and "DoRA" in err and "not linear" in err

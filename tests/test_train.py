@@ -2,27 +2,35 @@
 
 from __future__ import annotations
 
-import os
-import socket
-import subprocess
-import sys
+import itertools
+import shutil
+from types import SimpleNamespace
 
 import pytest
 import torch
 from conftest import REPO
 from safetensors.torch import load_file
-from train_helpers import train_config, write_dataset
+from train_helpers import launch, train_config, write_dataset
 
 from oeuvre.paths import RunPaths
 from train import checkpoints, recipe
+from train.batches import fill_latent_cache, make_batch, micro_batches, step_generator
 from train.buckets import epoch_batches, make_buckets, nearest_bucket
 from train.cache import LatentCache
 from train.images import ArtistImages
 from train.loss import timestep_weights
 from train.models import add_lora_adapters, load_components, trainable_parameters
-from train.recipe import Step, make_batch, make_optimizer, prompt_encoder, step_generator, training_step
+from train.recipe import Step, make_optimizer, prompt_encoder, training_step
 
 TOKEN = "<demo-artist>"
+# What fill_latent_cache asks of an Accelerator, for one process.
+ONE_PROCESS = SimpleNamespace(
+    process_index=0,
+    num_processes=1,
+    device=torch.device("cpu"),
+    is_local_main_process=False,
+    wait_for_everyone=lambda: None,
+)
 
 
 @pytest.fixture(autouse=True)
@@ -108,29 +116,60 @@ def test_cached_and_uncached_latents_give_the_same_loss(tiny_bases, run_dir):
     config = train_config(run_dir, tiny_bases["sd15"])
     parts, images, step = setup_step(config)
     cache = LatentCache(run_dir / "cache", parts.vae)
-    recipe.fill_latent_cache(
-        cache,
-        [images],
-        parts.vae,
-        type(
-            "A",
-            (),
-            {
-                "process_index": 0,
-                "num_processes": 1,
-                "device": torch.device("cpu"),
-                "is_local_main_process": False,
-                "wait_for_everyone": lambda self: None,
-            },
-        )(),
-    )
-    cached = make_batch([1, 2], images, None, config.train, cache, step_generator(0, 5, 0))
-    fresh = make_batch([1, 2], images, None, config.train, None, step_generator(0, 5, 0))
+    fill_latent_cache(cache, images, None, parts.vae, ONE_PROCESS)
+    cached = make_batch([1, 2], images, None, config.train, cache, step_generator(0, 5))
+    fresh = make_batch([1, 2], images, None, config.train, None, step_generator(0, 5))
     assert cached.latent_dists is not None and fresh.latent_dists is None
     with torch.no_grad():
-        a = training_step(cached, step, step_generator(0, 5, 0))
-        b = training_step(fresh, step, step_generator(0, 5, 0))
+        a = training_step(cached, step, step_generator(0, 5))
+        b = training_step(fresh, step, step_generator(0, 5))
     assert torch.allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_prior_preservation_batches_line_up_when_class_images_fall_in_another_bucket(tiny_bases, run_dir):
+    from train_helpers import painted
+
+    class_dir = run_dir / "class"
+    class_dir.mkdir()
+    for number in range(2):
+        painted(50 + number, (200, 64)).save(class_dir / f"class-{number}.png")  # 3:1, instance ones ~1:1
+    config = train_config(
+        run_dir, tiny_bases["sd15"], "train.resolution_px=128", "train.with_prior_preservation=true"
+    )
+    parts, images, step = setup_step(config)
+    class_set = ArtistImages.from_folder(class_dir, "a painting", make_buckets(128))
+    assert set(class_set.bucket_of).isdisjoint(images.bucket_of)
+    cache = LatentCache(run_dir / "cache", parts.vae)
+    fill_latent_cache(cache, images, class_set, parts.vae, ONE_PROCESS)
+    for indices in ([0], [1, 2]):
+        cached = make_batch(indices, images, class_set, config.train, cache, step_generator(0, 3))
+        fresh = make_batch(indices, images, class_set, config.train, None, step_generator(0, 3))
+        assert cached.latent_dists is not None and cached.latent_dists.shape[0] == 2 * len(indices)
+        assert cached.captions == fresh.captions and cached.captions[-1] == "a painting"
+        assert torch.equal(cached.time_ids, fresh.time_ids)
+        with torch.no_grad():
+            a = training_step(cached, step, step_generator(0, 3))
+            b = training_step(fresh, step, step_generator(0, 3))
+        assert torch.allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("prediction_type", ["epsilon", "v_prediction"])
+def test_min_snr_weights_follow_the_formula(prediction_type):
+    from diffusers import DDPMScheduler
+
+    from train.loss import per_sample_weights
+
+    scheduler = DDPMScheduler(prediction_type=prediction_type)
+    timesteps = torch.tensor([0, 10, 250, 500, 999])
+    alpha_bar = scheduler.alphas_cumprod[timesteps].double()
+    snr = alpha_bar / (1 - alpha_bar)
+    gamma = 5.0
+    expected = torch.minimum(snr, torch.tensor(gamma)) / (
+        snr + 1 if prediction_type == "v_prediction" else snr
+    )
+    weights = per_sample_weights(scheduler, timesteps, gamma)
+    assert torch.allclose(weights.double(), expected, rtol=1e-4)
+    assert torch.equal(per_sample_weights(scheduler, timesteps, None), torch.ones(5))
 
 
 # -- whole runs ------------------------------------------------------------------------------------
@@ -313,36 +352,70 @@ def test_bad_input_fails_before_any_model_loads(run_cli, tiny_bases, tmp_path, s
 # -- scale out --------------------------------------------------------------------------------------
 
 
-@pytest.mark.slow
-def test_two_process_run_on_cpu(tiny_bases, run_dir):
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    command = [
-        sys.executable,
-        "-m",
-        "accelerate.commands.launch",
-        "--multi_gpu",
-        "--num_processes",
-        "2",
-        "--main_process_port",
-        str(port),
-        "-m",
-        "train",
-        "configs/demo.yaml",
-        f"output_dir={run_dir}",
-        f"base_model={tiny_bases['sd15']}",
-        "train.max_train_steps=3",
-        "train.checkpoint_every=2",
-        "train.validation_every=100",
-        "infer.steps=2",
-    ]
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
-    result = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+MULTI = ["train.max_train_steps=4", "train.checkpoint_every=2", "train.train_batch_size=1", "train.lr=1e-2"]
+
+
+@pytest.fixture(scope="module")
+def two_process_run(tiny_bases, tmp_path_factory):
+    """One 4-step run on two CPU processes (gloo), batch 1, checkpoint at step 2; shared below."""
+    run_dir = tmp_path_factory.mktemp("two")
+    write_dataset(run_dir / "dataset", TOKEN)
+    result = launch(run_dir, tiny_bases["sd15"], *MULTI)
     assert result.returncode == 0, result.stderr[-3000:]
+    return run_dir, result
+
+
+@pytest.mark.slow
+def test_two_processes_train_what_one_process_with_accumulation_trains(two_process_run, tiny_bases, tmp_path):
+    run_dir, result = two_process_run
     assert "training on 2 process(es)" in result.stdout
-    assert (RunPaths(run_dir).lora / "demo.safetensors").is_file()
     assert [p.name for p in checkpoints.complete_checkpoints(RunPaths(run_dir).checkpoints)] == ["step-2"]
+    write_dataset(tmp_path / "dataset", TOKEN)
+    recipe.run(train_config(tmp_path, tiny_bases["sd15"], *MULTI, "train.gradient_accumulation_steps=2"))
+    two, one = lora_tensors(run_dir), lora_tensors(tmp_path)
+    assert two.keys() == one.keys()
+    ups = [k for k in one if ".up." in k]
+    largest = max(one[k].abs().max().item() for k in ups)
+    difference = max((two[k] - one[k]).abs().max().item() for k in ups)
+    print(
+        f"LoRA up weights, 2 processes vs 1 with accumulation 2: largest difference {difference:.3g}, "
+        f"{difference / largest:.3%} of the largest value {largest:.3g}"
+    )
+    assert largest > 1e-3  # they moved from zero
+    assert difference / largest < 1e-3
+    embeddings = [load_file(d / "lora/demo_emb.safetensors")["emb_params"] for d in (run_dir, tmp_path)]
+    assert torch.allclose(*embeddings, rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.slow
+def test_every_process_ends_with_the_same_weights(two_process_run):
+    _, result = two_process_run
+    assert "trained weights identical on all 2 processes" in result.stdout
+
+
+@pytest.mark.slow
+def test_two_process_resume_ends_bit_exact(two_process_run, tiny_bases, tmp_path):
+    """A two-process run killed after its step-2 checkpoint, resumed on two processes."""
+    run_dir, _ = two_process_run
+    killed = tmp_path / "killed"
+    shutil.copytree(run_dir, killed, ignore=shutil.ignore_patterns("lora", "samples", "logs"))
+    result = launch(killed, tiny_bases["sd15"], *MULTI)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "resumed from" in result.stdout and "(step 2)" in result.stdout
+    whole, resumed = lora_tensors(run_dir), lora_tensors(killed)
+    assert whole.keys() == resumed.keys()
+    assert all(torch.equal(whole[k], resumed[k]) for k in whole)
+
+
+def test_micro_batches_follow_one_global_order_whatever_the_process_count(run_dir):
+    images = ArtistImages.from_split(run_dir / "dataset", "train", make_buckets(64), "")
+    one = [b for _, b in itertools.islice(micro_batches(images, 1, 0, 0, 1, 0), 12)]
+    ranks = [list(itertools.islice(micro_batches(images, 1, 0, r, 3, 0), 4)) for r in range(3)]
+    interleaved = [ranks[r][m] for m in range(4) for r in range(3)]
+    assert [b for _, b in interleaved] == one
+    assert [p for p, _ in interleaved] == list(range(12))
+    resumed = list(itertools.islice(micro_batches(images, 1, 0, 1, 3, 2), 2))
+    assert resumed == ranks[1][2:4]
 
 
 def test_trainable_parameters_are_only_lora(tiny_bases, run_dir):
@@ -390,6 +463,8 @@ def test_text_encoder_lora_and_dora_are_saved_and_load(tiny_bases, run_dir):
     keys = load_file(lora_file).keys()
     assert any(k.startswith("text_encoder.") for k in keys) and any(k.startswith("unet.") for k in keys)
     assert any("magnitude" in k for k in keys)  # DoRA's magnitude vectors
+    kohya = load_file(lora_file.with_name("demo.kohya.safetensors"))
+    assert any(k.endswith(".dora_scale") for k in kohya) and any(k.startswith("lora_te_") for k in kohya)
     pipe = StableDiffusionPipeline.from_pretrained(tiny_bases["sd15"])
     pipe.load_lora_weights(str(lora_file))
     assert any("lora" in n for n, _ in pipe.text_encoder.named_parameters())
@@ -407,6 +482,13 @@ def test_only_the_last_k_checkpoints_are_kept(tiny_bases, run_dir):
     folder = RunPaths(run_dir).checkpoints
     assert [p.name for p in checkpoints.complete_checkpoints(folder)] == ["step-3", "step-4"]
     assert not list(folder.glob(".tmp-*"))
+
+
+def test_deepspeed_on_a_machine_without_cuda_fails_at_once_saying_so(monkeypatch):
+    monkeypatch.setenv("ACCELERATE_USE_DEEPSPEED", "true")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(recipe.DistributedSetupError, match="DeepSpeed .* needs CUDA GPUs"):
+        recipe.check_backend_fits_device()
 
 
 def test_accelerate_configs_parse():
@@ -432,3 +514,22 @@ def test_sample_grid_labels_keep_the_whole_prompt():
     inked_lines = np.flatnonzero((label_column < 128).any(axis=1))
     # Wrapped onto three lines, not cut after 34 characters: ink reaches well below the first line.
     assert inked_lines.max() - inked_lines.min() > 25
+
+
+def test_lora_off_turns_off_the_text_encoder_lora_too(tiny_bases, run_dir):
+    from train.validation import lora_off
+
+    config = train_config(run_dir, tiny_bases["sd15"], "train.train_text_encoder=true")
+    parts, _, step = setup_step(config)
+    base, _ = step.encode(["a harbour"])
+    with torch.no_grad():
+        for name, parameter in parts.text_encoders[0].named_parameters():
+            if "lora_B" in name:
+                parameter.fill_(0.05)
+    styled, _ = step.encode(["a harbour"])
+    assert not torch.allclose(styled, base)
+    with lora_off(parts):
+        off, _ = step.encode(["a harbour"])
+    assert torch.equal(off, base)
+    assert torch.equal(step.encode(["a harbour"])[0], styled)
+    assert all(p.requires_grad for n, p in parts.text_encoders[0].named_parameters() if "lora_" in n)

@@ -65,3 +65,38 @@ def train_config(out: Path, base: Path, *overrides: str):
             *overrides,
         ],
     )
+
+
+def launch(run_dir: Path, base: Path, *overrides: str, processes: int = 2, accelerate_args=()) -> object:
+    """`accelerate launch --multi_gpu --num_processes N -m train` on CPU (gloo) with a free port, as a
+    user runs it; returns the CompletedProcess."""
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    repo = Path(__file__).resolve().parents[1]
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    command = [
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
+        *(accelerate_args or ["--multi_gpu"]),
+        "--num_processes",
+        str(processes),
+        "--main_process_port",
+        str(port),
+        "-m",
+        "train",
+        "configs/demo.yaml",
+        f"output_dir={run_dir}",
+        f"base_model={base}",
+        "train.validation_every=100",
+        "train.validation_prompts=['a harbour, {token}']",
+        "infer.steps=2",
+        *overrides,
+    ]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(repo), "OMP_NUM_THREADS": "1"}
+    return subprocess.run(command, cwd=repo, env=env, capture_output=True, text=True, timeout=300)

@@ -54,6 +54,7 @@ def measure(variant: str, spec: BenchSpec, paired: bool = False) -> dict:
     from infer.bases.tiny import build_pipeline
     from oeuvre.config import PROJECT_CONFIGS, load_config
     from oeuvre.devices import choose_dtype, keep_freed_memory
+    from train.batches import make_batch, step_generator
     from train.buckets import make_buckets
     from train.cache import LatentCache, PromptCache
     from train.images import ArtistImages
@@ -62,11 +63,9 @@ def measure(variant: str, spec: BenchSpec, paired: bool = False) -> dict:
     from train.recipe import (
         Step,
         batch_of,
-        make_batch,
         make_optimizer,
         place_for_training,
         prompt_encoder,
-        step_generator,
         training_step,
     )
 
@@ -106,7 +105,7 @@ def measure(variant: str, spec: BenchSpec, paired: bool = False) -> dict:
     )
 
     def one_step(number: int) -> None:
-        generator = step_generator(0, number, 0)
+        generator = step_generator(0, number)
         batch = make_batch([number % len(images)], images, None, config.train, cache, generator)
         with autocast:
             loss = training_step(batch, step, generator)

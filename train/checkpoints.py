@@ -5,6 +5,7 @@ the trainable weights (LoRA, new token rows) instead of the whole frozen UNet.""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 from pathlib import Path
@@ -88,3 +89,30 @@ def checkpoint_step(path: Path) -> int:
 
 def all_finite(modules) -> bool:
     return all(torch.isfinite(p).all() for m in modules for p in m.parameters() if p.requires_grad)
+
+
+def weights_digest(modules) -> str:
+    """sha256 of the trainable weights, exact to the bit."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(trainable_state(modules).items()):
+        digest.update(name.encode())
+        digest.update(tensor.float().numpy().tobytes())
+    return digest.hexdigest()
+
+
+def check_ranks_agree(accelerator, modules) -> str:
+    """Every process must end with the same trainable weights (a data-parallel run that did not
+    average its gradients would not); raises if they differ. Returns the weights' digest."""
+    from accelerate.utils import gather_object
+
+    mine = weights_digest(modules)
+    if accelerator.num_processes == 1:
+        return mine
+    digests = gather_object([mine])
+    if len(set(digests)) != 1:
+        raise RuntimeError(
+            f"the {accelerator.num_processes} processes ended with different LoRA weights ({digests}); "
+            "gradients were not averaged across processes"
+        )
+    accelerator.print(f"trained weights identical on all {accelerator.num_processes} processes: {mine[:16]}")
+    return mine

@@ -50,14 +50,8 @@ def save_outputs(config: Config, parts, new_tokens, accelerator, paths, train_se
         text_encoder_lora_config=text_encoder_lora_config(config.train) if encoders else None,
         metadata=for_file(metadata, {}, "diffusers"),  # save_lora_file hashes the tensors it writes
     )
-    kohya_file = None
-    if config.train.use_dora:
-        # kohya's DoRA layout differs between tools; a file that loads wrongly is worse than none.
-        accelerator.print("DoRA: no kohya file written (use the diffusers file)")
-    else:
-        kohya_file = save_lora(
-            load_lora(lora_file), paths.lora / f"{config.artist}.kohya.safetensors", "kohya"
-        )
+    # The kohya/LyCORIS layout (A1111, ComfyUI), DoRA included (`.dora_scale`).
+    kohya_file = save_lora(load_lora(lora_file), paths.lora / f"{config.artist}.kohya.safetensors", "kohya")
     embedding_file = None
     if new_tokens:
         embeddings = embedding_file_tensors(parts.arch, new_tokens)
@@ -71,9 +65,9 @@ def save_outputs(config: Config, parts, new_tokens, accelerator, paths, train_se
         paths.lora,
         metadata,
         diffusers_file=lora_file.name,
-        kohya_file=kohya_file.name if kohya_file else None,
+        kohya_file=kohya_file.name,
         embedding_file=embedding_file.name if embedding_file else None,
         sample_images=copy_latest_samples(paths.samples, paths.lora),
     )
-    accelerator.print(f"saved {lora_file}" + (f" and {kohya_file.name}" if kohya_file else ""))
+    accelerator.print(f"saved {lora_file} and {kohya_file.name}")
     return lora_file

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,9 +16,10 @@ from oeuvre.devices import keep_freed_memory
 from oeuvre.errors import OeuvreError
 from oeuvre.paths import RunPaths
 from train import checkpoints
-from train.buckets import epoch_batches, make_buckets
+from train.batches import Batch, fill_latent_cache, make_batch, micro_batches, step_generator
+from train.buckets import make_buckets
 from train.cache import LatentCache, PromptCache
-from train.images import ArtistImages, to_bucket
+from train.images import ArtistImages
 from train.loss import (
     make_noise,
     per_sample_weights,
@@ -38,13 +38,8 @@ class TrainingDiverged(OeuvreError):
     exit_code = 1
 
 
-@dataclass
-class Batch:
-    captions: list[str]
-    latent_dists: torch.Tensor | None  # cached (mean, logvar) parameters, or None to encode pixels
-    pixels: torch.Tensor | None
-    time_ids: torch.Tensor  # SDXL micro-conditioning: original size, crop corner, target size
-    num_class: int  # the last num_class samples are prior-preservation (class) images
+class DistributedSetupError(OeuvreError):
+    exit_code = 2
 
 
 @dataclass
@@ -57,6 +52,7 @@ class Step:
     timestep_weights: torch.Tensor
     device: torch.device
     weight_dtype: torch.dtype
+    unet: torch.nn.Module | None = None  # the prepared (DDP-wrapped) UNet to train through; None: parts.unet
 
 
 def training_step(batch: Batch, step: Step, generator: torch.Generator) -> torch.Tensor:
@@ -80,9 +76,8 @@ def training_step(batch: Batch, step: Step, generator: torch.Generator) -> torch
     # 3. prediction, conditioned on the captions (and SDXL's pooled embedding and size ids)
     embeddings, pooled = step.encode(batch.captions)
     added = None if pooled is None else {"text_embeds": pooled, "time_ids": batch.time_ids.to(step.device)}
-    prediction = parts.unet(
-        noisy, timesteps, embeddings.to(step.weight_dtype), added_cond_kwargs=added
-    ).sample
+    unet = parts.unet if step.unet is None else step.unet  # through DDP: gradients are all-reduced
+    prediction = unet(noisy, timesteps, embeddings.to(step.weight_dtype), added_cond_kwargs=added).sample
     # 4. loss: min-SNR weighted MSE; class images weigh prior_loss_weight
     target = target_for(parts.noise_scheduler, latents, noise, timesteps)
     weights = per_sample_weights(parts.noise_scheduler, timesteps.cpu(), cfg.snr_gamma)
@@ -93,64 +88,63 @@ def training_step(batch: Batch, step: Step, generator: torch.Generator) -> torch
     return loss
 
 
-def step_generator(seed: int, micro_step: int, rank: int) -> torch.Generator:
-    """All randomness of one micro-step (crops, flips, caption dropout, noise, timesteps) comes from
-    here, so a resumed run replays exactly what an uninterrupted one would have done."""
-    return torch.Generator().manual_seed(((seed * 1_000_003 + micro_step) * 1009 + rank) % (2**63))
-
-
-def micro_batches(
-    images: ArtistImages, batch_size: int, seed: int, rank: int, world: int, start: int
-) -> Iterator:
-    """This process's index batches from micro-step `start` on, epoch after epoch."""
-    position = 0
-    for epoch in range(10**9):
-        batches = epoch_batches(images.bucket_of, batch_size, seed, epoch)
-        batches += batches[: (-len(batches)) % world]  # every process gets the same number of steps
-        mine = batches[rank::world]
-        if position + len(mine) <= start:
-            position += len(mine)
-            continue
-        for index_batch in mine:
-            if position >= start:
-                yield position, index_batch
-            position += 1
-
-
 def trainable_text_encoders(parts: Components) -> list[torch.nn.Module]:
     return [m for m in parts.text_encoders if any(p.requires_grad for p in m.parameters())]
 
 
+@dataclass
+class Run:
+    """What `setup` builds and the loop uses: the prepared models, data, optimiser and where we are."""
+
+    accelerator: object
+    paths: RunPaths
+    parts: Components
+    step: Step
+    new_tokens: list[NewTokens]
+    trained_modules: list[torch.nn.Module]  # the UNet first, then the text encoders that train
+    train_set: ArtistImages
+    holdout_set: ArtistImages
+    class_set: ArtistImages | None
+    latent_cache: LatentCache | None
+    optimizer: object
+    lr_scheduler: object
+    global_step: int
+
+
 def run(config: Config) -> Path:
     """Train the artist LoRA; returns the LoRA file. Resumes from the latest checkpoint by default."""
-    from accelerate import Accelerator
-    from accelerate.utils import ProjectConfiguration, set_seed
-    from diffusers.optimization import get_scheduler
-    from tqdm.auto import tqdm
+    from train import finish
 
-    from train import finish, preflight, validation
+    state = setup(config)
+    train_loop(config, state)
+    state.accelerator.wait_for_everyone()
+    checkpoints.check_ranks_agree(state.accelerator, state.trained_modules)
+    lora_file = finish.save_outputs(
+        config, state.parts, state.new_tokens, state.accelerator, state.paths, state.train_set
+    )
+    state.accelerator.end_training()
+    return lora_file
+
+
+def setup(config: Config) -> Run:
+    """Check the input, start Accelerate, load and prepare the models and data, resume if asked."""
+    from accelerate.utils import set_seed
+    from diffusers.optimization import get_scheduler
+
+    from train import preflight
     from train.prior import class_images
 
     cfg = config.train
     paths = RunPaths(config.output_dir)
     plan = preflight.check(config)  # bad input fails here, before any model loads
-    accelerator = Accelerator(
-        mixed_precision=cfg.mixed_precision,
-        gradient_accumulation_steps=cfg.gradient_accumulation_steps,
-        log_with="tensorboard",
-        project_config=ProjectConfiguration(project_dir=str(paths.root), logging_dir=str(paths.logs)),
-        # Several processes without CUDA (accelerate launch --multi_gpu on CPU): gloo, not one process each.
-        cpu=not torch.cuda.is_available() and int(os.environ.get("WORLD_SIZE", "1")) > 1,
-    )
-    accelerator.print(f"training on {accelerator.num_processes} process(es), device {accelerator.device}")
-    if accelerator.device.type == "cpu":
-        keep_freed_memory()  # CPU steps otherwise page-fault their activations back in each time
-    set_seed(config.seed)
+    accelerator = make_accelerator(cfg, paths)
+    set_seed(config.seed)  # the same LoRA initialisation on every process
     weight_dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(
         accelerator.mixed_precision, torch.float32
     )
-
     parts = load_components(config.base_model)
+    # Adapters first: peft's injection freezes every other weight, the new token rows included.
+    add_lora_adapters(parts, cfg)
     new_tokens: list[NewTokens] = []
     if cfg.pivotal_tuning:
         new_tokens = add_trigger_tokens(
@@ -160,7 +154,6 @@ def run(config: Config) -> Path:
             cfg.num_new_tokens,
             cfg.initializer_token,
         )
-    add_lora_adapters(parts, cfg)
     trained_encoders = trainable_text_encoders(parts)
     place_for_training(parts, accelerator.device, weight_dtype, trained_encoders, cfg.gradient_checkpointing)
 
@@ -168,14 +161,12 @@ def run(config: Config) -> Path:
     train_set = ArtistImages.from_split(plan.dataset_dir, "train", buckets, plan.hint)
     holdout_set = ArtistImages.from_split(plan.dataset_dir, "holdout", buckets, plan.hint)
     class_set = class_images(config, parts, buckets, accelerator) if cfg.with_prior_preservation else None
-
-    cache_latents = plan.cache_latents
-    latent_cache = LatentCache(paths.root / "cache" / "latents", parts.vae) if cache_latents else None
+    latent_cache = LatentCache(paths.root / "cache" / "latents", parts.vae) if plan.cache_latents else None
+    if latent_cache is not None:
+        fill_latent_cache(latent_cache, train_set, class_set, parts.vae, accelerator)
     encode = prompt_encoder(parts, accelerator.device)
     if plan.cache_text_embeddings:
         encode = batch_of(PromptCache(encode))
-    if latent_cache is not None:
-        fill_latent_cache(latent_cache, [train_set, class_set], parts.vae, accelerator)
 
     optimizer = make_optimizer(cfg, parts, trained_encoders, new_tokens)
     lr_scheduler = get_scheduler(
@@ -184,82 +175,132 @@ def run(config: Config) -> Path:
         num_warmup_steps=cfg.lr_warmup_steps * accelerator.num_processes,
         num_training_steps=cfg.max_train_steps * accelerator.num_processes,
     )
+    # The UNet's forward must go through the prepared (DDP) module: that is what all-reduces gradients.
     unet, optimizer, lr_scheduler = accelerator.prepare(parts.unet, optimizer, lr_scheduler)
     trained_modules = [parts.unet, *trained_encoders]
     checkpoints.register_trainable_only_hooks(accelerator, trained_modules)
+    global_step = resume(accelerator, paths, cfg)
+    accelerator.init_trackers("oeuvre", config=tracker_config(config))
+    weights = timestep_weights(cfg, parts.noise_scheduler.config.num_train_timesteps)
+    step = Step(parts, cfg, encode, weights, accelerator.device, weight_dtype, unet)
+    return Run(
+        accelerator, paths, parts, step, new_tokens, trained_modules, train_set, holdout_set,
+        class_set, latent_cache, optimizer, lr_scheduler, global_step,
+    )  # fmt: skip
 
-    global_step = 0
+
+def make_accelerator(cfg: TrainConfig, paths: RunPaths):
+    from accelerate import Accelerator
+    from accelerate.utils import ProjectConfiguration
+
+    check_backend_fits_device()
+    accelerator = Accelerator(
+        mixed_precision=cfg.mixed_precision,
+        gradient_accumulation_steps=cfg.gradient_accumulation_steps,
+        log_with="tensorboard",
+        project_config=ProjectConfiguration(project_dir=str(paths.root), logging_dir=str(paths.logs)),
+        # Several processes without CUDA (accelerate launch --multi_gpu on CPU): gloo, not one process each.
+        cpu=not torch.cuda.is_available() and int(os.environ.get("WORLD_SIZE", "1")) > 1,
+    )
+    accelerator.print(
+        f"training on {accelerator.num_processes} process(es), device {accelerator.device}, "
+        f"{accelerator.distributed_type.value}"
+    )
+    if accelerator.device.type == "cpu":
+        keep_freed_memory()  # CPU steps otherwise page-fault their activations back in each time
+    return accelerator
+
+
+def resume(accelerator, paths: RunPaths, cfg: TrainConfig) -> int:
+    """The optimiser step to continue from: the checkpoint's (its state loaded), else 0."""
     resume_from = checkpoints.resume_point(paths.checkpoints, cfg.resume)
-    if resume_from is not None:
-        accelerator.load_state(str(resume_from))
-        global_step = checkpoints.checkpoint_step(resume_from)
-        accelerator.print(f"resumed from {resume_from} (step {global_step})")
+    if resume_from is None:
+        return 0
+    accelerator.load_state(str(resume_from))
+    global_step = checkpoints.checkpoint_step(resume_from)
+    accelerator.print(f"resumed from {resume_from} (step {global_step})")
     if global_step >= cfg.max_train_steps:
         accelerator.print(f"already trained to step {global_step}; writing the LoRA files")
-    accelerator.init_trackers("oeuvre", config=tracker_config(config))
+    return global_step
 
-    step = Step(
-        parts,
-        cfg,
-        encode,
-        timestep_weights(cfg, parts.noise_scheduler.config.num_train_timesteps),
-        accelerator.device,
-        weight_dtype,
-    )
+
+def train_loop(config: Config, state: Run) -> None:
+    """Micro-batch after micro-batch: step, backward, (every k-th) optimiser step, log, validate, save."""
+    from tqdm.auto import tqdm
+
+    from train import validation
+
+    cfg, accelerator, step = config.train, state.accelerator, state.step
     progress = tqdm(
         total=cfg.max_train_steps,
-        initial=global_step,
+        initial=state.global_step,
         desc="train",
         disable=not accelerator.is_local_main_process,
     )
-    params = [p for m in trained_modules for p in m.parameters() if p.requires_grad]
+    trained_encoders = state.trained_modules[1:]
+    params = [p for m in state.trained_modules for p in m.parameters() if p.requires_grad]
     batches = micro_batches(
-        train_set,
+        state.train_set,
         cfg.train_batch_size,
         config.seed,
         accelerator.process_index,
         accelerator.num_processes,
-        global_step * cfg.gradient_accumulation_steps,
+        state.global_step * cfg.gradient_accumulation_steps,
     )
-    for micro_step, indices in batches:
-        if global_step >= cfg.max_train_steps:
+    for position, indices in batches:
+        if state.global_step >= cfg.max_train_steps:
             break
-        generator = step_generator(config.seed, micro_step, accelerator.process_index)
-        batch = make_batch(indices, train_set, class_set, cfg, latent_cache, generator)
-        with accelerator.accumulate(unet):
+        generator = step_generator(config.seed, position)
+        batch = make_batch(indices, state.train_set, state.class_set, cfg, state.latent_cache, generator)
+        with accelerator.accumulate(step.unet):
             loss = training_step(batch, step, generator)
             if not torch.isfinite(loss):
                 raise TrainingDiverged(
-                    f"non-finite loss ({loss.item()}) at step {global_step + 1}; stopped without saving it. "
-                    f"The last good checkpoint stays in {paths.checkpoints}; lower train.lr or use fp32"
+                    f"non-finite loss ({loss.item()}) at step {state.global_step + 1}; stopped without "
+                    f"saving it. The last good checkpoint stays in {state.paths.checkpoints}; "
+                    "lower train.lr or use fp32"
                 )
             accelerator.backward(loss)
             if accelerator.sync_gradients:
                 sync_unwrapped_grads(accelerator, trained_encoders)
                 grad_norm = accelerator.clip_grad_norm_(params, cfg.max_grad_norm)
-            optimizer.step()
-            lr_scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
-            for tokens in new_tokens:
+            state.optimizer.step()
+            state.lr_scheduler.step()
+            state.optimizer.zero_grad(set_to_none=True)
+            for tokens in state.new_tokens:
                 tokens.restore_frozen_rows()
         if not accelerator.sync_gradients:
             continue
-        global_step += 1
+        state.global_step += 1
         progress.update(1)
-        logs = {"loss": loss.item(), "lr": lr_scheduler.get_last_lr()[0], "grad_norm": float(grad_norm)}
+        logs = {"loss": loss.item(), "lr": state.lr_scheduler.get_last_lr()[0], "grad_norm": float(grad_norm)}
         progress.set_postfix(loss=f"{logs['loss']:.4f}", lr=f"{logs['lr']:.2e}")
-        accelerator.log(logs, step=global_step)
-        if global_step % cfg.validation_every == 0 or global_step == cfg.max_train_steps:
-            validation.run(config, parts, holdout_set, step, accelerator, global_step, paths)
-        if global_step % cfg.checkpoint_every == 0 and global_step < cfg.max_train_steps:
-            if not checkpoints.all_finite(trained_modules):
-                raise TrainingDiverged(f"non-finite weights at step {global_step}; checkpoint not written")
-            checkpoints.save_checkpoint(accelerator, paths.checkpoints, global_step, cfg.checkpoints_keep)
+        accelerator.log(logs, step=state.global_step)
+        if state.global_step % cfg.validation_every == 0 or state.global_step == cfg.max_train_steps:
+            validation.run(
+                config, state.parts, state.holdout_set, step, accelerator, state.global_step, state.paths
+            )
+        if state.global_step % cfg.checkpoint_every == 0 and state.global_step < cfg.max_train_steps:
+            if not checkpoints.all_finite(state.trained_modules):
+                raise TrainingDiverged(
+                    f"non-finite weights at step {state.global_step}; checkpoint not written"
+                )
+            checkpoints.save_checkpoint(
+                accelerator, state.paths.checkpoints, state.global_step, cfg.checkpoints_keep
+            )
     progress.close()
-    accelerator.wait_for_everyone()
-    lora_file = finish.save_outputs(config, parts, new_tokens, accelerator, paths, train_set)
-    accelerator.end_training()
-    return lora_file
+
+
+def check_backend_fits_device() -> None:
+    """Fail at once, with what to do, for an Accelerate config this machine cannot run."""
+    if (
+        os.environ.get("ACCELERATE_USE_DEEPSPEED", "false").lower() == "true"
+        and not torch.cuda.is_available()
+    ):
+        raise DistributedSetupError(
+            "DeepSpeed (configs/accelerate/deepspeed_zero2.yaml) needs CUDA GPUs and none is visible here; "
+            "on CPU use `accelerate launch --multi_gpu --num_processes N` (DDP over gloo)"
+        )
 
 
 def place_for_training(
@@ -304,67 +345,6 @@ def batch_of(cache: PromptCache):
         return torch.cat([e[0] for e in entries]), pooled
 
     return encode
-
-
-def make_batch(indices, train_set, class_set, cfg: TrainConfig, cache, generator) -> Batch:
-    examples = [train_set.example(i) for i in indices]
-    if class_set is not None:
-        bucket = examples[0].bucket  # class images join the instance batch's bucket
-        picks = torch.randint(len(class_set), (len(examples),), generator=generator).tolist()
-        examples += [class_set.example(i, bucket) for i in picks]
-    captions, pixels, dists, time_ids = [], [], [], []
-    for number, example in enumerate(examples):
-        caption = example.caption
-        if (
-            number < len(indices)
-            and cfg.caption_dropout
-            and float(torch.rand((), generator=generator)) < cfg.caption_dropout
-        ):
-            caption = ""  # unconditional: keeps classifier-free guidance working
-        captions.append(caption)
-        flip = cfg.random_flip and bool(torch.rand((), generator=generator) < 0.5)
-        cached = cache.get(example.key, example.bucket) if cache is not None else None
-        if cached is None:
-            tensor, (top, left) = to_bucket(example.image, example.bucket, cfg.center_crop, flip, generator)
-            pixels.append(tensor)
-        else:
-            dists.append(cached)
-            top, left = center_crop_corner(example.size, example.bucket)
-        width, height = example.bucket
-        time_ids.append(torch.tensor([example.size[1], example.size[0], top, left, height, width]))
-    return Batch(
-        captions=captions,
-        latent_dists=torch.stack(dists) if len(dists) == len(examples) else None,
-        pixels=torch.stack(pixels) if pixels else None,
-        time_ids=torch.stack(time_ids).float(),
-        num_class=len(examples) - len(indices),
-    )
-
-
-def center_crop_corner(size: tuple[int, int], bucket: tuple[int, int]) -> tuple[int, int]:
-    width, height = size
-    scale = max(bucket[0] / width, bucket[1] / height)
-    spare_x = max(bucket[0], round(width * scale)) - bucket[0]
-    spare_y = max(bucket[1], round(height * scale)) - bucket[1]
-    return spare_y // 2, spare_x // 2
-
-
-def fill_latent_cache(cache: LatentCache, sets, vae, accelerator) -> None:
-    """Encode every image once, at its bucket, centre-cropped (caching is only on when that is exact)."""
-    from tqdm.auto import tqdm
-
-    todo = [(s, i) for s in sets if s is not None for i in range(len(s))]
-    todo = [(s, i) for s, i in todo if not cache.path(s.rows[i]["sha256"], s.bucket_of[i]).is_file()]
-    mine = todo[accelerator.process_index :: accelerator.num_processes]
-    for images, index in tqdm(
-        mine, desc="cache latents", disable=not mine or not accelerator.is_local_main_process
-    ):
-        example = images.example(index)
-        pixels, _ = to_bucket(example.image, example.bucket, True, False, torch.Generator())
-        with torch.no_grad():
-            dist = vae.encode(pixels[None].to(accelerator.device, vae.dtype)).latent_dist.parameters[0]
-        cache.put(example.key, example.bucket, dist)
-    accelerator.wait_for_everyone()
 
 
 def make_optimizer(cfg: TrainConfig, parts: Components, trained_encoders, new_tokens: list[NewTokens]):

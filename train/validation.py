@@ -3,6 +3,7 @@ style-leak number, and a validation loss on the holdout at fixed noise, comparab
 
 from __future__ import annotations
 
+import contextlib
 import textwrap
 
 import numpy as np
@@ -84,14 +85,27 @@ def sample_rows(config: Config, parts, holdout) -> tuple[list[str], list[list[Im
             ).images[0]
 
         row = [make(prompt), make(plain)]
-        parts.unet.disable_adapters()
-        try:
+        with lora_off(parts):
             row.append(make(plain))
-        finally:
-            parts.unet.enable_adapters()
         labels.append(("restyle: " if content is not None else "") + prompt)
         rows.append(row)
     return labels, rows
+
+
+@contextlib.contextmanager
+def lora_off(parts):
+    """Every LoRA (and DoRA) layer off, the UNet's and the text encoders' alike, then back on."""
+    from peft.tuners.tuners_utils import BaseTunerLayer
+
+    modules = [parts.unet, *parts.text_encoders]
+    layers = [layer for m in modules for layer in m.modules() if isinstance(layer, BaseTunerLayer)]
+    for layer in layers:
+        layer.enable_adapters(False)
+    try:
+        yield
+    finally:
+        for layer in layers:
+            layer.enable_adapters(True)
 
 
 def img2img_pipeline(parts):

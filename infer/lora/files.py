@@ -57,15 +57,25 @@ def _adapter_metadata(config: Any) -> dict | None:
     return {key: sorted(value) if isinstance(value, set) else value for key, value in data.items()}
 
 
-def _to_diffusers_layout(layers: Mapping[str, torch.Tensor] | None) -> dict | None:
-    """peft state dicts (lora_A/lora_B) in the layout diffusers' own training scripts save."""
+def _to_diffusers_layout(
+    layers: Mapping[str, torch.Tensor] | None, text_encoder: bool = False
+) -> dict | None:
+    """peft state dicts (lora_A/lora_B) in the layout diffusers' own training scripts save.
+
+    Text-encoder paths get the `text_model.` level: transformers 5 builds CLIP without it, but hub
+    files, transformers 4 and ComfyUI's key map have it (diffusers loads either)."""
     if not layers:
         return None
     from diffusers.utils import convert_state_dict_to_diffusers
 
     # Conv LoRA weights trained in channels_last are strided views; safetensors wants them packed.
-    packed = {key: tensor.contiguous() for key, tensor in layers.items()}
+    packed = {canonical_text_key(key) if text_encoder else key: t.contiguous() for key, t in layers.items()}
     return convert_state_dict_to_diffusers(packed)
+
+
+def canonical_text_key(key: str) -> str:
+    """`encoder.layers.0...` (transformers 5) -> `text_model.encoder.layers.0...` (the portable layout)."""
+    return key if key.startswith("text_model.") else f"text_model.{key}"
 
 
 def _check_metadata(metadata: Mapping[str, str]) -> dict[str, str]:
@@ -119,10 +129,12 @@ def save_lora_file(
         unet_lora_adapter_metadata=_adapter_metadata(unet_lora_config),
     )
     if text_encoder_lora_layers:
-        kwargs["text_encoder_lora_layers"] = _to_diffusers_layout(text_encoder_lora_layers)
+        kwargs["text_encoder_lora_layers"] = _to_diffusers_layout(text_encoder_lora_layers, text_encoder=True)
         kwargs["text_encoder_lora_adapter_metadata"] = _adapter_metadata(text_encoder_lora_config)
     if text_encoder_2_lora_layers:
-        kwargs["text_encoder_2_lora_layers"] = _to_diffusers_layout(text_encoder_2_lora_layers)
+        kwargs["text_encoder_2_lora_layers"] = _to_diffusers_layout(
+            text_encoder_2_lora_layers, text_encoder=True
+        )
         kwargs["text_encoder_2_lora_adapter_metadata"] = _adapter_metadata(text_encoder_lora_config)
 
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -315,7 +327,8 @@ def _check_kohya_fits(
 
 
 def _find_module(model, module_path: str):
-    for candidate in (module_path, f"text_model.{module_path}"):
+    # Text-encoder paths come with or without transformers 4's `text_model.` level; models likewise.
+    for candidate in (module_path, f"text_model.{module_path}", module_path.removeprefix("text_model.")):
         try:
             return model.get_submodule(candidate)
         except AttributeError:

@@ -7,7 +7,8 @@ and transformers 5's flattened CLIP has no `text_model.` level, which A1111/Comf
 
 kohya layout: `lora_unet_<module path with _>`, `lora_te_` (SD 1.5) or `lora_te1_`/`lora_te2_` (SDXL)
 + `text_model_encoder_layers_N_self_attn_q_proj`, each with `.lora_down.weight`, `.lora_up.weight`
-and a scalar `.alpha`.
+and a scalar `.alpha`. DoRA adds `.dora_scale`, the magnitude per output feature, shaped [out, 1] as
+LyCORIS writes it with weight decomposition on the output axis (what peft's DoRA is).
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ class ComponentLora:
     down: dict[str, torch.Tensor] = field(default_factory=dict)
     up: dict[str, torch.Tensor] = field(default_factory=dict)
     alpha: dict[str, float] = field(default_factory=dict)
+    magnitude: dict[str, torch.Tensor] = field(default_factory=dict)  # DoRA: per output feature, [out]
 
     def rank(self, module: str) -> int:
         return int(self.down[module].shape[0])
@@ -47,6 +49,8 @@ class ComponentLora:
         for module in self.down:
             out[f"{module}.lora_A.weight"] = self.down[module].contiguous()
             out[f"{module}.lora_B.weight"] = self.up[module].contiguous()
+            if module in self.magnitude:
+                out[f"{module}.lora_magnitude_vector"] = self.magnitude[module].reshape(-1).contiguous()
         return out
 
     def lora_config(self):
@@ -63,6 +67,7 @@ class ComponentLora:
             target_modules=sorted(self.down),
             rank_pattern={re.escape(m): r for m, r in ranks.items() if r != rank},
             alpha_pattern={re.escape(m): a for m, a in self.alpha.items() if a != alpha},
+            use_dora=bool(self.magnitude),
         )
 
 
@@ -119,13 +124,12 @@ def components_from_diffusers(
     adapter = json.loads(metadata.get("lora_adapter_metadata") or "{}")
     out: dict[str, ComponentLora] = {}
     for component, state in split_components(tensors).items():
-        if any("lora_magnitude_vector" in key or "dora_scale" in key for key in state):
-            raise LoraFileError(
-                "DoRA LoRAs (lora_magnitude_vector) cannot be converted: the kohya DoRA layout differs "
-                "between tools; expected a plain LoRA"
-            )
-        peft_state = _to_peft(state, convert_state_dict_to_peft)
         lora = ComponentLora()
+        state = dict(state)
+        for key in [k for k in state if ".lora_magnitude_vector" in k]:
+            module = _strip_text_model(component, key.split(".lora_magnitude_vector")[0])
+            lora.magnitude[module] = state.pop(key).reshape(-1)
+        peft_state = _to_peft(state, convert_state_dict_to_peft)
         for key, value in peft_state.items():
             match = _PEFT_SUFFIX.search(key)
             if not match:
@@ -166,7 +170,8 @@ def to_kohya(components: Mapping[str, ComponentLora], arch: str) -> dict[str, to
         if component not in KOHYA_PREFIXES[arch]:
             raise LoraFileError(f"{component}: an {arch} LoRA cannot have {component} layers")
         for key, value in lora.peft_state_dict().items():
-            peft_state[f"{component}.{kohya_prefixed_path(component, key)}"] = value
+            if not key.endswith(".lora_magnitude_vector"):  # written below, in the kohya shape
+                peft_state[f"{component}.{kohya_prefixed_path(component, key)}"] = value
         for module, alpha in lora.alpha.items():
             wanted_alpha[kohya_module_name(arch, component, module)] = alpha
     converted = convert_state_dict_to_kohya(peft_state)
@@ -179,6 +184,11 @@ def to_kohya(components: Mapping[str, ComponentLora], arch: str) -> dict[str, to
             # diffusers wrote the rank here; the true alpha keeps the LoRA's strength.
             value = torch.tensor(wanted_alpha[name], dtype=torch.float32)
         out[f"{name}.{suffix}"] = value.contiguous()
+    for component, lora in components.items():
+        for module, magnitude in lora.magnitude.items():
+            out[f"{kohya_module_name(arch, component, module)}.dora_scale"] = magnitude.reshape(
+                -1, 1
+            ).contiguous()
     if {k.partition(".")[0] for k in out} != set(wanted_alpha):
         raise RuntimeError("kohya conversion: diffusers' key names differ from the expected kohya names")
     return out
@@ -203,6 +213,11 @@ def components_from_kohya(tensors: Mapping[str, torch.Tensor], arch: str) -> dic
 
     from infer.lora.files import _pipeline_class
 
+    # diffusers 0.42 drops `dora_scale` from SD/SDXL kohya files (with a warning): read it ourselves.
+    dora_scales = {
+        k.removesuffix(".dora_scale"): v.reshape(-1) for k, v in tensors.items() if k.endswith(".dora_scale")
+    }
+    tensors = {k: v for k, v in tensors.items() if not k.endswith(".dora_scale")}
     state, alphas = _pipeline_class(arch).lora_state_dict(dict(tensors))
     merged = {**state, **{key: torch.tensor(float(value)) for key, value in (alphas or {}).items()}}
     out: dict[str, ComponentLora] = {}
@@ -222,5 +237,12 @@ def components_from_kohya(tensors: Mapping[str, torch.Tensor], arch: str) -> dic
                 (lora.down if match.group(1) == "A" else lora.up)[module] = value
         for module in lora.down:
             lora.alpha[module] = alpha_by_module.get(module, float(lora.rank(module)))
+            name = kohya_module_name(arch, component, module)
+            if arch == "sd15" and component == "text_encoder" and name not in dora_scales:
+                name = name.replace("lora_te_", "lora_te1_", 1)
+            if name in dora_scales:
+                lora.magnitude[module] = dora_scales.pop(name)
         out[component] = lora
+    if dora_scales:
+        raise LoraFileError(f"dora_scale without LoRA weights for {sorted(dora_scales)[:3]}")
     return out

@@ -126,7 +126,13 @@ def save_lora(lora: LoadedLora, out: str | Path, fmt: str) -> Path:
 
 
 def _parameter_count(components: Mapping[str, ComponentLora]) -> int:
-    return sum(c.down[m].numel() + c.up[m].numel() for c in components.values() for m in c.down)
+    low_rank = sum(c.down[m].numel() + c.up[m].numel() for c in components.values() for m in c.down)
+    return low_rank + sum(v.numel() for c in components.values() for v in c.magnitude.values())
+
+
+def _refuse_dora(lora: LoadedLora, tool: str, why: str) -> None:
+    if any(c.magnitude for c in lora.components.values()):
+        raise LoraFileError(f"{lora.path}: a DoRA LoRA; {tool} refuses it: {why}")
 
 
 def inspect_file(path: str | Path) -> dict[str, Any]:
@@ -154,6 +160,7 @@ def inspect_file(path: str | Path) -> dict[str, Any]:
         "file": str(path),
         "format": lora.format,
         "arch": lora.arch,
+        "dora": any(c.magnitude for c in lora.components.values()),
         "rank": ranks[0] if len(ranks) == 1 else ranks,
         "alpha": alphas[0] if len(alphas) == 1 else alphas,
         "targets": targets,
@@ -178,6 +185,12 @@ def resize(lora: LoadedLora, rank: int) -> tuple[LoadedLora, float]:
 
     if rank < 1:
         raise LoraFileError(f"--rank {rank}: expected a positive rank")
+    _refuse_dora(
+        lora,
+        "resize",
+        "its magnitudes rescale W + ΔW by that sum's own norm, so a truncated ΔW would not keep the "
+        "learnt magnitudes' meaning; retrain with train.lora_rank set lower",
+    )
     kept = total = 0.0
     components = {}
     for name, c in lora.components.items():
@@ -210,6 +223,14 @@ def merge(a: LoadedLora, b: LoadedLora, weights: Sequence[float] = (1.0, 1.0)) -
 
     if len(weights) != 2:
         raise LoraFileError(f"--weights {list(weights)}: expected two numbers, one per LoRA")
+    for lora in (a, b):
+        _refuse_dora(
+            lora,
+            "merge",
+            "a DoRA update is m·(W + ΔW)/‖W + ΔW‖, not linear in ΔW, so no single LoRA is the weighted "
+            "sum of two; load both with their own weights instead (diffusers set_adapters, two LoRA "
+            "nodes in ComfyUI)",
+        )
     if a.arch != b.arch:
         raise LoraFileError(
             f"{b.path}: an {b.arch} LoRA cannot merge with {a.path} ({a.arch}); expected the same base"
