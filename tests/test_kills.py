@@ -117,3 +117,35 @@ def test_restyle_killed_while_writing_keeps_the_finished_outputs(tmp_path, tiny_
     assert again.returncode == 0, again.stderr[-2000:]
     assert_whole(out)
     assert digest(photos) == before_photos and digest(out) != before
+
+
+@pytest.mark.slow
+def test_python_m_train_killed_while_saving_a_checkpoint_resumes_from_the_last_whole_one(
+    tmp_path, tiny_bases
+):
+    from safetensors.torch import load_file
+    from train_helpers import write_dataset
+
+    from oeuvre.paths import complete_checkpoints
+
+    run_dir = tmp_path / "run"
+    dataset = write_dataset(run_dir / "dataset", "<demo-artist>")
+    before_dataset = digest(dataset)
+    args = ["train", "configs/demo.yaml", f"output_dir={run_dir}", f"base_model={tiny_bases['sd15']}"]
+    args += ["train.max_train_steps=6", "train.checkpoint_every=2", "train.validation_every=100"]
+    args += ["train.validation_prompts=[]", "infer.steps=2"]
+
+    killed = run(*args, crash_at="checkpoint:before_rename@2")  # while step 4 is being saved
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
+    checkpoints = run_dir / "checkpoints"
+    assert [p.name for p in complete_checkpoints(checkpoints)] == ["step-2"]
+    assert not (checkpoints / "step-4").exists() and load_file(
+        checkpoints / "step-2" / "trainable.safetensors"
+    )
+    assert not (run_dir / "lora").exists()
+
+    again = run(*args)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert "resumed from" in again.stdout + again.stderr
+    assert (run_dir / "lora" / "demo.safetensors").is_file()
+    assert digest(dataset) == before_dataset

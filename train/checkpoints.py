@@ -13,6 +13,8 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
+from oeuvre.atomic import atomic_write_text, replace_directory
+from oeuvre.crash_points import crash_point
 from oeuvre.paths import CHECKPOINT_STATE_FILE as STATE_FILE
 from oeuvre.paths import CHECKPOINT_TRAINABLE_FILE as TRAINABLE_FILE
 from oeuvre.paths import complete_checkpoints
@@ -60,10 +62,10 @@ def save_checkpoint(accelerator, folder: Path, step: int, keep: int) -> Path:
     accelerator.save_state(str(tmp))
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
-        (tmp / STATE_FILE).write_text(json.dumps({"global_step": step}))
-        if final.exists():
-            shutil.rmtree(final)
-        tmp.rename(final)
+        # The state file last: a folder without it never counts as a checkpoint (oeuvre/paths.py).
+        atomic_write_text(tmp / STATE_FILE, json.dumps({"global_step": step}))
+        crash_point("checkpoint:before_rename")
+        replace_directory(tmp, final)  # an older step-N is renamed aside, not deleted, until this is in
         for old in complete_checkpoints(folder)[:-keep]:
             shutil.rmtree(old)
     accelerator.wait_for_everyone()
