@@ -9,7 +9,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
+from PIL import Image
 
 from oeuvre.atomic import aside_name, atomic_directory, atomic_write_bytes, replace_directory, restore_aside
 
@@ -72,3 +74,44 @@ def test_holdout_split_is_the_same_under_any_hash_seed():
         for seed in ("1", "2")
     }
     assert len(outputs) == 1 and outputs.pop().strip() != "[]"
+
+
+@pytest.mark.slow
+def test_a_dataset_without_holdout_trains_and_the_card_says_so(tmp_path, tiny_bases, run_cli):
+    """data.holdout_fraction=0 (a user with eight works who wants all of them for training)."""
+    from accelerate.state import AcceleratorState, GradientState, PartialState
+    from train_helpers import train_config, write_dataset
+
+    from infer.lora.files import read_lora_metadata
+    from train import recipe
+
+    works = tmp_path / "works"
+    works.mkdir()
+    for i in range(8):
+        Image.fromarray(np.random.default_rng(i).integers(0, 255, (80, 96, 3), np.uint8)).save(
+            works / f"w{i}.png"
+        )
+    out = tmp_path / "data-run"
+    built = run_cli(
+        "data",
+        "configs/demo.yaml",
+        f"data.sources=[{{folder: {works}}}]",
+        f"output_dir={out}",
+        "data.min_side_px=48",
+        "data.holdout_fraction=0",
+    )
+    assert built.returncode == 0, built.stderr
+    assert (out / "dataset" / "holdout" / "metadata.jsonl").read_text() == ""
+    assert len((out / "dataset" / "train" / "metadata.jsonl").read_text().splitlines()) == 8
+
+    run_dir = tmp_path / "run"
+    write_dataset(run_dir / "dataset", "<demo-artist>", n_holdout=0)
+    try:
+        lora = recipe.run(train_config(run_dir, tiny_bases["sd15"], "train.max_train_steps=2"))
+    finally:
+        AcceleratorState._reset_state(True)
+        PartialState._reset_state()
+        GradientState._reset_state()
+    assert read_lora_metadata(lora)["oeuvre.holdout_works"] == "0"
+    assert "No works were held out" in (run_dir / "lora" / "README.md").read_text()
+    assert list((run_dir / "samples").glob("step-*.png"))  # the sample grid still comes, without holdout rows

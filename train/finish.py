@@ -26,7 +26,9 @@ def copy_latest_samples(samples_dir: Path, lora_dir: Path) -> list[str]:
     return [target.relative_to(lora_dir).as_posix()]
 
 
-def save_outputs(config: Config, parts, new_tokens, accelerator, paths, train_set) -> Path:
+def save_outputs(
+    config: Config, parts, new_tokens, accelerator, paths, train_set, holdout_works=None
+) -> Path:
     from peft.utils import get_peft_model_state_dict
 
     lora_file = paths.lora / f"{config.artist}.safetensors"
@@ -37,6 +39,8 @@ def save_outputs(config: Config, parts, new_tokens, accelerator, paths, train_se
         arch=parts.arch,
         captions=[row["text"] for row in train_set.rows],
         image_sha256s=[row["sha256"] for row in train_set.rows],
+        holdout_works=holdout_works,
+        prediction_type=parts.noise_scheduler.config.prediction_type,
     )
     encoders = parts.text_encoders if config.train.train_text_encoder else []
     encoder_layers = [get_peft_model_state_dict(encoder) for encoder in encoders] + [None, None]

@@ -22,12 +22,14 @@ class Plan:
     hint: str
     cache_latents: bool
     cache_text_embeddings: bool
+    has_holdout: bool = True  # False: data.holdout_fraction=0, trained without holdout validation
 
 
 def check(config: Config) -> Plan:
     cfg = config.train
     dataset_dir = RunPaths(config.output_dir).dataset
     hint = f"build it first with `python -m data <config>` (or `make data ARTIST={config.artist}`)"
+    empty = set()
     for split in ("train", "holdout"):
         metadata = dataset_dir / split / "metadata.jsonl"
         if not metadata.is_file():
@@ -35,8 +37,14 @@ def check(config: Config) -> Plan:
                 f"{metadata}: missing; expected a curated dataset with a '{split}' split; {hint}"
             )
         if not metadata.read_text(encoding="utf-8").strip():
-            what = "no holdout works to validate on" if split == "holdout" else "no training images"
-            raise DatasetError(f"{metadata}: empty ({what}); {hint}")
+            empty.add(split)
+    if "train" in empty:
+        raise DatasetError(f"{dataset_dir / 'train' / 'metadata.jsonl'}: empty (no training images); {hint}")
+    if "holdout" in empty:  # a user with a handful of works who wants all of them for training
+        log.warning(
+            "no holdout works (data.holdout_fraction=0): training without holdout validation loss; "
+            "the model card says so, and `infer evaluate` has nothing to measure style against"
+        )
     if cfg.resolution_px < 64:
         raise ConfigError(
             f"train.resolution_px {cfg.resolution_px}: expected at least 64 (one bucket is 64 px)"
@@ -49,7 +57,7 @@ def check(config: Config) -> Plan:
                 "add images there or set train.generate_class_images=true"
             )
     arch = detect_arch(config.base_model)  # reads model_index.json only
-    return Plan(arch, dataset_dir, hint, *cache_decisions(config))
+    return Plan(arch, dataset_dir, hint, *cache_decisions(config), has_holdout="holdout" not in empty)
 
 
 def cache_decisions(config: Config) -> tuple[bool, bool]:

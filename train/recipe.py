@@ -103,7 +103,7 @@ class Run:
     new_tokens: list[NewTokens]
     trained_modules: list[torch.nn.Module]  # the UNet first, then the text encoders that train
     train_set: ArtistImages
-    holdout_set: ArtistImages
+    holdout_set: ArtistImages | None  # None: the dataset holds no holdout works
     class_set: ArtistImages | None
     latent_cache: LatentCache | None
     optimizer: object
@@ -119,8 +119,9 @@ def run(config: Config) -> Path:
     train_loop(config, state)
     state.accelerator.wait_for_everyone()
     checkpoints.check_ranks_agree(state.accelerator, state.trained_modules)
+    holdout_works = len(state.holdout_set) if state.holdout_set is not None else 0
     lora_file = finish.save_outputs(
-        config, state.parts, state.new_tokens, state.accelerator, state.paths, state.train_set
+        config, state.parts, state.new_tokens, state.accelerator, state.paths, state.train_set, holdout_works
     )
     state.accelerator.end_training()
     return lora_file
@@ -159,7 +160,9 @@ def setup(config: Config) -> Run:
 
     buckets = make_buckets(cfg.resolution_px)
     train_set = ArtistImages.from_split(plan.dataset_dir, "train", buckets, plan.hint)
-    holdout_set = ArtistImages.from_split(plan.dataset_dir, "holdout", buckets, plan.hint)
+    holdout_set = (
+        ArtistImages.from_split(plan.dataset_dir, "holdout", buckets, plan.hint) if plan.has_holdout else None
+    )
     class_set = class_images(config, parts, buckets, accelerator) if cfg.with_prior_preservation else None
     latent_cache = LatentCache(paths.root / "cache" / "latents", parts.vae) if plan.cache_latents else None
     if latent_cache is not None:

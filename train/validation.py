@@ -65,7 +65,7 @@ def sample_rows(config: Config, parts, holdout) -> tuple[list[str], list[list[Im
     jobs = [(p.replace("{token}", token), None) for p in cfg.validation_prompts]
     jobs += [
         (holdout.rows[i]["text"], holdout.example(i).image)
-        for i in range(min(len(holdout), MAX_CONTENT_SAMPLES))
+        for i in range(min(len(holdout) if holdout else 0, MAX_CONTENT_SAMPLES))
     ]
     labels, rows = [], []
     for number, (prompt, content) in enumerate(jobs):
@@ -145,7 +145,7 @@ def run(config: Config, parts, holdout, step, accelerator, global_step: int, pat
     """Validation loss (every process agrees on it) and, on the main process, the sample grid."""
     training = parts.unet.training
     parts.unet.eval()
-    metrics = {"validation_loss": holdout_loss(parts, holdout, step, config.seed)}
+    metrics = {"validation_loss": holdout_loss(parts, holdout, step, config.seed)} if holdout else {}
     if accelerator.is_main_process:
         labels, rows = sample_rows(config, parts, holdout)
         metrics["style_leak"] = style_leak(rows)

@@ -92,6 +92,8 @@ def run_metadata(
     captions: Sequence[str],
     image_sha256s: Sequence[str],
     date: dt.datetime | None = None,
+    holdout_works: int | None = None,
+    prediction_type: str = "epsilon",
 ) -> dict[str, str]:
     """The metadata of a finished run, shared by all its files."""
     from oeuvre.config import to_plain
@@ -134,7 +136,7 @@ def run_metadata(
         "modelspec.resolution": f"{resolution}x{resolution}",
         "modelspec.date": when.isoformat(),
         "modelspec.license": config.data.license,
-        "modelspec.prediction_type": "epsilon",
+        "modelspec.prediction_type": prediction_type,
         "oeuvre.artist": config.artist,
         "oeuvre.base_model": portable_base(config.base_model),
         "oeuvre.trigger_token": config.trigger_token,
@@ -143,6 +145,7 @@ def run_metadata(
         "oeuvre.pivotal_tuning": str(cfg.pivotal_tuning).lower(),
         "oeuvre.max_train_steps": str(cfg.max_train_steps),
         "oeuvre.train_images": str(len(captions)),
+        **({} if holdout_works is None else {"oeuvre.holdout_works": str(holdout_works)}),
         "oeuvre.config": json.dumps(to_plain(config), sort_keys=True),
         "oeuvre.dataset_sha256": dataset_sha256(image_sha256s),
         "oeuvre.version": oeuvre_version(),

@@ -137,6 +137,15 @@ add a **LoraLoader** node between the checkpoint loader and the sampler, and pro
 """
 
 
+def _holdout_note(metadata: Mapping[str, str]) -> str:
+    if metadata.get("oeuvre.holdout_works") != "0":
+        return ""
+    return (
+        "\nNo works were held out (`data.holdout_fraction=0`): training ran without a holdout validation "
+        "loss, and nothing here was measured against works the LoRA did not see."
+    )
+
+
 def _training_section(metadata: Mapping[str, str], artist: str, arch: str, base: str, caption: str) -> str:
     """The training settings, the dataset and the limitations."""
     resolution = metadata.get("modelspec.resolution", "?")
@@ -158,7 +167,7 @@ The full configuration is in each file's `oeuvre.config` metadata.
 ## Dataset
 
 {metadata.get("ss_num_train_images", "?")} training images of {artist}'s work, captioned
-`{caption}`; dataset sha256 `{metadata.get("oeuvre.dataset_sha256", "?")}`.
+`{caption}`; dataset sha256 `{metadata.get("oeuvre.dataset_sha256", "?")}`.{_holdout_note(metadata)}
 
 ## Limitations
 
