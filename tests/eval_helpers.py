@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from train_helpers import train_config, write_dataset
+from train_helpers import train_config, train_in_process, write_dataset
 
 from oeuvre.config import config_to_yaml
 
@@ -13,9 +13,6 @@ TOKEN = "<demo-artist>"
 
 def train_tiny_run(root: Path, base: Path) -> Path:
     """runs/<artist>-like folder: dataset (4 train, 2 holdout), config.yaml, a 2-step LoRA, 1 checkpoint."""
-    from accelerate.state import AcceleratorState, GradientState, PartialState
-
-    from train import recipe
 
     write_dataset(root / "dataset", TOKEN, n_train=4, n_holdout=2)
     config = train_config(
@@ -28,10 +25,5 @@ def train_tiny_run(root: Path, base: Path) -> Path:
         "infer.strength=0.5",
     )
     (root / "config.yaml").write_text(config_to_yaml(config))
-    try:
-        recipe.run(config)
-    finally:  # one Accelerate state per process: leave none behind for other tests
-        AcceleratorState._reset_state(True)
-        PartialState._reset_state()
-        GradientState._reset_state()
+    train_in_process(config)
     return root

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 from PIL import Image
-from train_helpers import train_config, write_dataset
+from train_helpers import train_config, train_in_process, write_dataset
 
 from infer.app.handlers import AppState, Knobs, default_limits, report_html, restyle
 from infer.app.runs import list_runs
@@ -29,18 +29,10 @@ def _free_port() -> int:
 
 def _train(run: Path, base: Path) -> None:
     """Two training steps in this process, then Accelerate's singletons reset for whoever runs next."""
-    from accelerate.state import AcceleratorState, GradientState, PartialState
-
-    from train import recipe
 
     write_dataset(run / "dataset", TOKEN)
-    try:
-        # No text-to-image validation prompts: the holdout restyle row still makes a sample sheet.
-        recipe.run(train_config(run, base, "train.max_train_steps=2", "train.validation_prompts=[]"))
-    finally:
-        AcceleratorState._reset_state(True)
-        PartialState._reset_state()
-        GradientState._reset_state()
+    # No text-to-image validation prompts: the holdout restyle row still makes a sample sheet.
+    train_in_process(train_config(run, base, "train.max_train_steps=2", "train.validation_prompts=[]"))
     # The run's own defaults (what the CLI reads): small and quick, so the page's sliders start there.
     (run / "config.yaml").write_text(
         f'artist: demo\ntrigger_token: "{TOKEN}"\nbase_model: {base}\n'

@@ -7,7 +7,7 @@ import pytest
 import torch
 from lora_helpers import img2img_np
 from safetensors.torch import load_file
-from train_helpers import train_config, write_dataset
+from train_helpers import reset_accelerate, train_config, write_dataset
 
 from infer.bases.resolve import load_img2img_pipeline
 from infer.lora.checkpoints import checkpoint_as_lora, checkpoint_steps, checkpoint_tensors
@@ -20,12 +20,8 @@ TOKEN = "<demo-artist>"
 
 @pytest.fixture(autouse=True)
 def fresh_accelerate_state():
-    from accelerate.state import AcceleratorState, GradientState, PartialState
-
     yield
-    AcceleratorState._reset_state(True)
-    PartialState._reset_state()
-    GradientState._reset_state()
+    reset_accelerate()
 
 
 @pytest.mark.parametrize(

@@ -79,11 +79,9 @@ def test_holdout_split_is_the_same_under_any_hash_seed():
 @pytest.mark.slow
 def test_a_dataset_without_holdout_trains_and_the_card_says_so(tmp_path, tiny_bases, run_cli):
     """data.holdout_fraction=0 (a user with eight works who wants all of them for training)."""
-    from accelerate.state import AcceleratorState, GradientState, PartialState
-    from train_helpers import train_config, write_dataset
+    from train_helpers import train_config, train_in_process, write_dataset
 
     from infer.lora.files import read_lora_metadata
-    from train import recipe
 
     works = tmp_path / "works"
     works.mkdir()
@@ -106,12 +104,7 @@ def test_a_dataset_without_holdout_trains_and_the_card_says_so(tmp_path, tiny_ba
 
     run_dir = tmp_path / "run"
     write_dataset(run_dir / "dataset", "<demo-artist>", n_holdout=0)
-    try:
-        lora = recipe.run(train_config(run_dir, tiny_bases["sd15"], "train.max_train_steps=2"))
-    finally:
-        AcceleratorState._reset_state(True)
-        PartialState._reset_state()
-        GradientState._reset_state()
+    lora = train_in_process(train_config(run_dir, tiny_bases["sd15"], "train.max_train_steps=2"))
     assert read_lora_metadata(lora)["oeuvre.holdout_works"] == "0"
     assert "No works were held out" in (run_dir / "lora" / "README.md").read_text()
     assert list((run_dir / "samples").glob("step-*.png"))  # the sample grid still comes, without holdout rows

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from train_helpers import train_config, write_dataset
+from train_helpers import train_config, train_in_process, write_dataset
 
 from infer.bases.resolve import load_img2img_pipeline
 from infer.lora.files import read_lora_metadata
@@ -22,16 +22,10 @@ TOKEN = "<demo-artist>"
 @pytest.fixture(scope="module")
 def trained(tiny_bases, tmp_path_factory):
     """One tiny SD 1.5 run (2 steps, pivotal tuning on, as in the demo): its lora/ folder."""
-    from accelerate.state import AcceleratorState, GradientState, PartialState
-
-    from train import recipe
 
     out = tmp_path_factory.mktemp("run")
     write_dataset(out / "dataset", TOKEN)
-    recipe.run(train_config(out, tiny_bases["sd15"], "train.max_train_steps=2", "train.lr=5e-2"))
-    AcceleratorState._reset_state(True)
-    PartialState._reset_state()
-    GradientState._reset_state()
+    train_in_process(train_config(out, tiny_bases["sd15"], "train.max_train_steps=2", "train.lr=5e-2"))
     return RunPaths(out).lora
 
 

@@ -10,7 +10,7 @@ import pytest
 import torch
 from conftest import REPO
 from safetensors.torch import load_file
-from train_helpers import launch, train_config, write_dataset
+from train_helpers import launch, reset_accelerate, train_config, write_dataset
 
 from oeuvre.paths import RunPaths
 from train import checkpoints, recipe
@@ -36,12 +36,8 @@ ONE_PROCESS = SimpleNamespace(
 @pytest.fixture(autouse=True)
 def fresh_accelerate_state():
     """Accelerate keeps one state per process; each in-process run starts from none."""
-    from accelerate.state import AcceleratorState, GradientState, PartialState
-
     yield
-    AcceleratorState._reset_state(True)
-    PartialState._reset_state()
-    GradientState._reset_state()
+    reset_accelerate()
 
 
 @pytest.fixture
@@ -300,11 +296,7 @@ def test_prior_preservation_generates_class_images_and_trains(tiny_bases, run_di
 class TestState:
     @staticmethod
     def reset():
-        from accelerate.state import AcceleratorState, GradientState, PartialState
-
-        AcceleratorState._reset_state(True)
-        PartialState._reset_state()
-        GradientState._reset_state()
+        reset_accelerate()
 
 
 # -- bad input: clear errors before any model loads -------------------------------------------------

@@ -100,3 +100,22 @@ def launch(run_dir: Path, base: Path, *overrides: str, processes: int = 2, accel
     ]
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(repo), "OMP_NUM_THREADS": "1"}
     return subprocess.run(command, cwd=repo, env=env, capture_output=True, text=True, timeout=300)
+
+
+def reset_accelerate() -> None:
+    """Accelerate keeps one state per process (a singleton): leave none behind for the next run."""
+    from accelerate.state import AcceleratorState, GradientState, PartialState
+
+    AcceleratorState._reset_state(True)
+    PartialState._reset_state()
+    GradientState._reset_state()
+
+
+def train_in_process(config) -> Path:
+    """`recipe.run(config)` in this process, its Accelerate state reset afterwards; the LoRA file."""
+    from train import recipe
+
+    try:
+        return recipe.run(config)
+    finally:
+        reset_accelerate()
