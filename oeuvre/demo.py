@@ -5,7 +5,8 @@ demo doubles as a worked example. What it proves is the machinery: the base is a
 pipeline (a hand-set VAE that codes 2x2 block colours, a UNet pre-trained for two minutes on
 generic pictures) and the artist a procedural one; real results need a real base model and a GPU.
 
-`python -m oeuvre.demo [--out runs/demo] [--quick]`: --quick shrinks every step (the tests use it)."""
+`python -m oeuvre.demo [--out runs/demo] [--quick] [key=value ...]`: --quick shrinks every step (the tests
+use it); key=value overrides go to the dataset and training steps, after the demo's own."""
 
 from __future__ import annotations
 
@@ -47,11 +48,12 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m oeuvre.demo", description=__doc__)
     parser.add_argument("--out", type=Path, default=Path("runs/demo"), help="the run folder")
     parser.add_argument("--quick", action="store_true", help="a few images and steps: seconds, not minutes")
+    parser.add_argument("overrides", nargs="*", metavar="key=value", help="e.g. train.lr=5e-4")
     args = parser.parse_args(argv)
     run, start = args.out, time.perf_counter()
     base, synthetic, content = run / "base", run / "synthetic", run / "content"
     overrides = [f"output_dir={run}", f"base_model={base}", f"data.sources=[{{folder: {synthetic}}}]"]
-    overrides += QUICK_OVERRIDES if args.quick else []
+    overrides += (QUICK_OVERRIDES if args.quick else []) + args.overrides
     paintings = "8" if args.quick else "24"
     # A random UNet turns every photo into static; a short pre-training makes the tiny base denoise.
     pretrain = "20" if args.quick else str(PRETRAIN_STEPS)
