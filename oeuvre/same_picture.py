@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import cv2
 import numpy as np
-from PIL import Image, ImageOps
+from PIL import Image
 
 WORKING_SIDE_PX = 512  # longer side the features are found at (smaller images are not enlarged)
 MAX_KEYPOINTS = 400
@@ -29,14 +29,14 @@ MIN_SCALE, MAX_SCALE = 0.1, 10.0  # a plausible rescale between query and work
 NEAR_COMPLETE = 0.85  # both pictures cover this much of each other: a duplicate, not a detail
 VERSION = "rootsift512-v1"  # cached features carry it; a changed recipe recomputes them
 
-_sift = None
+_detectors: dict[float, cv2.SIFT] = {}
+LOW_CONTRAST = 0.01  # SIFT's contrast threshold for smooth pictures (default 0.04 finds few keypoints)
 
 
-def _detector():
-    global _sift
-    if _sift is None:
-        _sift = cv2.SIFT_create(nfeatures=MAX_KEYPOINTS + 100)
-    return _sift
+def _detector(contrast: float):
+    if contrast not in _detectors:
+        _detectors[contrast] = cv2.SIFT_create(nfeatures=MAX_KEYPOINTS + 100, contrastThreshold=contrast)
+    return _detectors[contrast]
 
 
 @dataclass(frozen=True)
@@ -68,7 +68,9 @@ def _working_grey(image: Image.Image) -> np.ndarray:
 
 def _keypoints(grey: np.ndarray, limit: int) -> tuple[np.ndarray, np.ndarray]:
     """SIFT keypoints (x, y) and descriptors of `grey`, at most `limit` of the strongest."""
-    keypoints, descriptors = _detector().detectAndCompute(grey, None)
+    keypoints, descriptors = _detector(0.04).detectAndCompute(grey, None)
+    if len(keypoints) < limit // 2:  # a smooth picture: look for fainter keypoints
+        keypoints, descriptors = _detector(LOW_CONTRAST).detectAndCompute(grey, None)
     if descriptors is None or not keypoints:
         return np.zeros((0, 2), np.float32), np.zeros((0, 128), np.float32)
     order = np.argsort([-k.response for k in keypoints], kind="stable")[:limit]
@@ -238,7 +240,3 @@ def from_arrays(arrays: dict[str, np.ndarray], prefix: str = "") -> PictureFeatu
         )
 
     return PictureFeatures(part("plain"), part("mirrored"))
-
-
-def mirror_image(image: Image.Image) -> Image.Image:
-    return ImageOps.mirror(image)
