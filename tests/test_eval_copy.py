@@ -7,8 +7,8 @@ import pytest
 from PIL import Image
 
 from data.synth import paint_artist
-from infer.evaluate.content_kept import content_kept
 from infer.evaluate import alterations
+from infer.evaluate.content_kept import content_kept
 from infer.evaluate.copy_check import copy_features, nearest_copy, work_features
 from infer.restyle.content import house
 from oeuvre.phash import phash

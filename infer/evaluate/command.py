@@ -20,8 +20,8 @@ import numpy as np
 
 from infer.evaluate.content_kept import content_kept
 from infer.restyle.inputs import IMAGE_SUFFIXES, InputError, open_image, prepare
-from infer.works.descriptors import WEIGHTS_FREE, load_descriptor
 from infer.works.copies import WorkCopies
+from infer.works.descriptors import WEIGHTS_FREE, load_descriptor
 from infer.works.retrieval import ArtistIndex, load_works
 
 TOP_K = 3
