@@ -4,7 +4,8 @@ Reads top to bottom: the run's works (holdout for style, train for the copy chec
 (built-in or --content) and baselines matched by file name -> restyle with the LoRA at a few strengths
 and with the base alone (the restyle command's own Restyler) -> for every output: held-out style similarity
 (mean of the top-k cosine similarities to the holdout works, per descriptor), the nearest training work
-by the same-picture matcher (a copy score: inliers and the matched region; flagged above a threshold), content kept (SSIM) -> optional checkpoints ->
+by the same-picture matcher (a copy score: inliers and the matched region; flagged above a threshold),
+content kept (SSIM) -> optional checkpoints ->
 runs/<artist>/report/ (index.html, report.json, plots), written by infer.evaluate.report.
 """
 
