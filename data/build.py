@@ -20,7 +20,7 @@ from tqdm.auto import tqdm
 from data.captions import AutoCaptioner, check_template, render_caption
 from data.card import render_card
 from data.curate import FactsCache, Record, curate
-from data.dedupe import group_near_duplicates
+from data.grouping import group_works
 from data.report import build_report, reason_counts, write_report_html, write_report_json
 from data.sources import Candidate, describe_source, iter_source
 from data.split import split_groups
@@ -29,7 +29,6 @@ from oeuvre.config import to_plain
 from oeuvre.config_schema import Config
 from oeuvre.errors import OeuvreError
 from oeuvre.paths import RunPaths
-from oeuvre.phash import from_hex, hamming
 
 SPLITS = ("train", "holdout")
 METADATA_KEYS = ("title", "year", "genre", "style")
@@ -79,7 +78,6 @@ def build_dataset(config: Config, workers: int = 2, progress: bool = True) -> Bu
         cache.close()
     decoded = len({r.sha256 for r in records if r.sha256} - known_before)
 
-    mark_near_duplicates(records, data.near_duplicate_max_distance)
     kept = [r for r in records if r.status == "kept"]
     header = {
         "artist": config.artist,
@@ -100,10 +98,16 @@ def build_dataset(config: Config, workers: int = 2, progress: bool = True) -> Bu
             detail += f"; empty sources: {', '.join(empty)}"
         raise NothingUsable(f"no usable images for artist '{config.artist}': {detail} (details: {failed})")
 
-    # Duplicates were dropped, so each kept image stands for its whole group; the group's members
-    # follow it, which keeps a work and its copies on one side.
+    # A group is one work: its best copy and the crops and details kept beside it go to one side, and its
+    # dropped near-duplicates follow it, so the holdout never shows a work that trains.
+    groups = group_works(records, data.near_duplicate_max_distance, root)
+    kept = [r for r in records if r.status == "kept"]
+    by_index = {r.index: i for i, r in enumerate(kept)}
     sides = split_groups(
-        [[i] for i in range(len(kept))], [r.sha256 for r in kept], data.holdout_fraction, config.seed
+        [[by_index[r.index] for r in group] for group in groups],
+        [group[0].sha256 for group in groups],
+        data.holdout_fraction,
+        config.seed,
     )
     for i, record in enumerate(kept):
         record.split = sides[i]
@@ -141,33 +145,6 @@ def build_dataset(config: Config, workers: int = 2, progress: bool = True) -> Bu
             tmp / "README.md", render_card(report, data.license, data.holdout_fraction, config.seed)
         )
     return BuildResult(dataset_dir=paths.dataset, records=records, counts=report["counts"], decoded=decoded)
-
-
-def mark_near_duplicates(records: list[Record], max_distance: int) -> None:
-    """Group eligible images into works and keep the best copy of each: the largest, then the earliest."""
-    eligible = [r for r in records if r.status == "kept"]
-    groups = group_near_duplicates(
-        [from_hex(r.phash) for r in eligible],
-        [[from_hex(v) for v in r.views] for r in eligible],
-        max_distance,
-    )
-    for group in groups:
-        if len(group) < 2:
-            continue
-        members = [eligible[i] for i in group]
-        best = max(members, key=lambda r: (r.width * r.height, -r.index))
-        for record in members:
-            if record is best:
-                continue
-            distance = min(
-                hamming(from_hex(a), from_hex(b))
-                for a in [record.phash, *record.views]
-                for b in [best.phash, *best.views]
-            )
-            record.reject(
-                "near_duplicate", f"near-duplicate of {best.source} (pHash distance {distance})", "duplicate"
-            )
-            record.duplicate_of = best.index
 
 
 def file_name(record: Record) -> str:

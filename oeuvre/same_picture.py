@@ -26,7 +26,7 @@ COARSE_SIDE_PX, COARSE_KEYPOINTS = 160, 150
 RATIO = 0.8  # Lowe's ratio test
 COPY_INLIERS = 12  # at least this many inliers on one transform: the same picture
 MIN_SCALE, MAX_SCALE = 0.1, 10.0  # a plausible rescale between query and work
-NEAR_COMPLETE = 0.85  # both pictures cover this much of each other: a duplicate, not a detail
+NEAR_COMPLETE = 0.75  # both cover this much of each other: a duplicate (a 5 % crop per side), not a detail
 VERSION = "rootsift512-v1"  # cached features carry it; a changed recipe recomputes them
 
 _detectors: dict[float, cv2.SIFT] = {}
