@@ -18,7 +18,7 @@ from oeuvre.same_picture import Match, PictureFeatures, as_float, verify
 
 PREFILTER_PER_WORK = 200
 PREFILTER_DIMS = 32
-CANDIDATES = 6  # works verified per query
+CANDIDATES = 4  # works verified per query
 EXACT_BELOW = 40_000  # pool rows under which nearest neighbours are exact (numpy), else FLANN
 FLANN_CHECKS = 48
 

@@ -49,7 +49,8 @@ def run(args: argparse.Namespace) -> int:
 
         references = nearest_references(settings.run_dir, my_inputs, "weights-free")
         for path, ref in references.items():
-            print(f"{tag}{path}: nearest work {ref.work.id} ({ref.similarity:.3f}) {ref.work.label}")
+            copy = f"COPY of it (score {ref.copy_score}) " if ref.copy_score is not None else ""
+            print(f"{tag}{path}: nearest work {ref.work.id} {copy}({ref.similarity:.3f}) {ref.work.label}")
     pictures, skipped = {}, []
     for path in my_inputs:
         try:
