@@ -157,8 +157,9 @@ def copy_lines(copy: dict) -> list[str]:
         f"## Copy check (`python -m infer.evaluate.copy_bench`, works from {copy['works_from']})",
         "",
         f"{copy['n_works']} works; {copy['negatives']} negatives (other works, restyled unrelated content), "
-        f"best negative score {copy['max_negative_score']}; shipped threshold {copy['shipped_threshold']} inliers "
-        f"({copy['false_flags_at_shipped_threshold']} false flags). {copy['comparisons_per_s']} comparisons/s.",
+        f"best negative score {copy['max_negative_score']}; shipped threshold "
+        f"{copy['shipped_threshold']} inliers ({copy['false_flags_at_shipped_threshold']} false flags). "
+        f"{copy['comparisons_per_s']} comparisons/s.",
         "",
         "| alteration | n | TPR at 0 false flags | TPR at shipped threshold | ROC AUC | lowest score |",
         "|---|---|---|---|---|---|",
@@ -171,7 +172,8 @@ def copy_lines(copy: dict) -> list[str]:
     lines += [
         "",
         f"Full check of {scale['outputs']} outputs against {scale['works']} works: "
-        f"{scale['check_s']} s (goal under {copy['goal_check_s']} s; the works' features, built once and cached: "
+        f"{scale['check_s']} s (goal under {copy['goal_check_s']} s; the works' features, "
+        "built once and cached: "
         f"{scale['work_features_s']} s); {scale['flagged_right_original']} flagged against the right "
         "original.",
     ]
