@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 from PIL import Image
@@ -13,6 +15,8 @@ from infer.evaluate.copy_check import copy_features, nearest_copy, work_features
 from infer.restyle.content import house
 from oeuvre.phash import phash
 from oeuvre.same_picture_index import PictureIndex
+
+FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "paintings"
 
 
 def _works(tmp_path, n=6, size_px=192):
@@ -78,3 +82,17 @@ def test_content_kept_prefers_a_recoloured_content_to_an_unrelated_image(tmp_pat
         content_kept(content, recoloured)["content_kept"]
         > content_kept(content, _works(tmp_path, 1)[0])["content_kept"]
     )
+
+
+@pytest.mark.skipif(not FIXTURES.is_dir(), reason=f"real paintings not present at {FIXTURES}")
+def test_mildly_altered_and_restyled_paintings_are_flagged_against_their_original():
+    paths = sorted(FIXTURES.rglob("*.jpg"))
+    works = [Image.open(p).convert("RGB") for p in paths]
+    index = PictureIndex([work_features(w) for w in works])
+    rng = np.random.default_rng(1)
+    for i, work in enumerate(works):
+        for alter in (alterations.mild, alterations.restyle):
+            match = nearest_copy(copy_features(alter(work, rng)), index)
+            assert match.flagged and match.index == i, (paths[i].name, alter.__name__, match.match)
+    photo = Image.open(FIXTURES.parent / "photos" / "tubingen.png").convert("RGB")
+    assert not nearest_copy(copy_features(alterations.restyle(photo, rng)), index).flagged
