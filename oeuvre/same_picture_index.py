@@ -21,6 +21,7 @@ PREFILTER_DIMS = 32
 CANDIDATES = 4  # works verified per query
 EXACT_BELOW = 40_000  # pool rows under which nearest neighbours are exact (numpy), else FLANN
 FLANN_CHECKS = 48
+GROUP_MIN_VOTES = 4  # curation's grouping verifies only candidates with this many votes
 
 
 class PictureIndex:
@@ -76,20 +77,29 @@ class PictureIndex:
         return votes
 
     def candidates(
-        self, query: PictureFeatures, limit: int = CANDIDATES, exclude: int | None = None
+        self,
+        query: PictureFeatures,
+        limit: int = CANDIDATES,
+        exclude: int | None = None,
+        min_votes: float = 0,
     ) -> list[int]:
         """Indices of the works with the most votes, best first (all works when there are few)."""
         votes = self.votes(query)
         if exclude is not None:
             votes[exclude] = -1
         order = np.argsort(-votes, kind="stable")
-        return [int(i) for i in order[:limit] if votes[i] >= 0]
+        return [int(i) for i in order[:limit] if votes[i] >= max(0, min_votes)]
 
     def search(
-        self, query: PictureFeatures, limit: int = CANDIDATES, exclude: int | None = None
+        self,
+        query: PictureFeatures,
+        limit: int = CANDIDATES,
+        exclude: int | None = None,
+        min_votes: float = 0,
     ) -> list[tuple[int, Match]]:
         """(work index, match) for the pre-filter's candidates, most inliers first."""
-        found = [(i, verify(query, self.works[i])) for i in self.candidates(query, limit, exclude)]
+        chosen = self.candidates(query, limit, exclude, min_votes)
+        found = [(i, verify(query, self.works[i])) for i in chosen]
         return sorted(found, key=lambda f: (-f[1].inliers, f[0]))
 
 
@@ -118,7 +128,8 @@ def same_picture_links(
     index = PictureIndex(features)
     links, seen = [], set()
     for i, query in enumerate(features):
-        for j, match in index.search(query, limit, exclude=i):
+        # Grouping skips candidates with hardly any votes: a crop shares dozens of keypoints with its work.
+        for j, match in index.search(query, limit, exclude=i, min_votes=GROUP_MIN_VOTES):
             pair = (min(i, j), max(i, j))
             if match.same_picture and pair not in seen:
                 seen.add(pair)
