@@ -26,7 +26,7 @@ from oeuvre.config_schema import DataConfig
 from oeuvre.phash import phash, to_hex, view_hashes
 from oeuvre.same_picture import PictureFeatures, from_arrays, picture_features, to_arrays
 
-FACTS_VERSION = 2  # 2: same-picture features (features/<sha>.safetensors)
+FACTS_VERSION = 3  # 3: same-picture features (features/<sha>.safetensors)
 THUMB_PX = 112
 
 

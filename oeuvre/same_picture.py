@@ -20,14 +20,18 @@ import cv2
 import numpy as np
 from PIL import Image
 
-WORKING_SIDE_PX = 512  # longer side the features are found at (smaller images are not enlarged)
+WORKING_SIDE_PX = 512  # longer side the features are found at (smaller images are not enlarged ...)
+MIN_SIDE_PX = 256  # ... unless smaller than this
 MAX_KEYPOINTS = 400
 COARSE_SIDE_PX, COARSE_KEYPOINTS = 160, 150
 RATIO = 0.8  # Lowe's ratio test
 COPY_INLIERS = 12  # at least this many inliers on one transform: the same picture
 MIN_SCALE, MAX_SCALE = 0.1, 10.0  # a plausible rescale between query and work
+# A smooth picture with fewer keypoints than this is compared whole: normalised cross-correlation of grey
+# THUMB_PX thumbnails at FLAT_NCC or above is a copy (resized or re-encoded; a crop of it is not caught).
+FEW_KEYPOINTS, THUMB_PX, FLAT_NCC = 24, 32, 0.97
 NEAR_COMPLETE = 0.75  # both cover this much of each other: a duplicate (a 5 % crop per side), not a detail
-VERSION = "rootsift512-v1"  # cached features carry it; a changed recipe recomputes them
+VERSION = "rootsift512-v3"  # cached features carry it; a changed recipe recomputes them
 
 _detectors: dict[float, cv2.SIFT] = {}
 LOW_CONTRAST = 0.01  # SIFT's contrast threshold for smooth pictures (default 0.04 finds few keypoints)
@@ -47,6 +51,7 @@ class Features:
     height: int
     points: np.ndarray  # [n, 2] float32
     descriptors: np.ndarray  # [n, 128] uint8
+    thumb: np.ndarray  # [THUMB_PX²] float32, zero mean, unit norm: for pictures with too few keypoints
 
 
 @dataclass(frozen=True)
@@ -58,11 +63,15 @@ class PictureFeatures:
 
 
 def _working_grey(image: Image.Image) -> np.ndarray:
+    """Grey, the longer side brought down to WORKING_SIDE_PX, or up to MIN_SIDE_PX for a small picture
+    (a 64 px image has no keypoints at its own size)."""
     grey = image.convert("L")
-    scale = min(1.0, WORKING_SIDE_PX / max(grey.size))
-    if scale < 1.0:
+    longer = max(grey.size)
+    scale = min(1.0, WORKING_SIDE_PX / longer) if longer >= MIN_SIDE_PX else MIN_SIDE_PX / longer
+    if scale != 1.0:
         size = (max(1, round(grey.width * scale)), max(1, round(grey.height * scale)))
-        grey = grey.resize(size, Image.Resampling.BILINEAR, reducing_gap=2.0)
+        resample = Image.Resampling.BICUBIC if scale > 1 else Image.Resampling.BILINEAR
+        grey = grey.resize(size, resample, reducing_gap=2.0 if scale < 1 else None)
     return np.asarray(grey, dtype=np.uint8)
 
 
@@ -90,12 +99,15 @@ def _features(grey: np.ndarray) -> Features:
         coarse_points, coarse_descriptors = _keypoints(small, COARSE_KEYPOINTS)
         points = np.concatenate([points, coarse_points / factor]).astype(np.float32)
         descriptors = np.concatenate([descriptors, coarse_descriptors])
+    thumb = cv2.resize(grey, (THUMB_PX, THUMB_PX), interpolation=cv2.INTER_AREA).astype(np.float32).ravel()
+    thumb -= thumb.mean()
+    thumb /= max(1e-6, float(np.linalg.norm(thumb)))
     if len(points) == 0:
-        return Features(w, h, np.zeros((0, 2), np.float32), np.zeros((0, 128), np.uint8))
+        return Features(w, h, np.zeros((0, 2), np.float32), np.zeros((0, 128), np.uint8), thumb)
     # RootSIFT (Arandjelović & Zisserman 2012): L1-normalise, square root; Euclidean distance then
     # compares the descriptors as the Hellinger kernel does, which matches better than raw SIFT.
     root = np.sqrt(descriptors / np.maximum(descriptors.sum(axis=1, keepdims=True), 1e-7))
-    return Features(w, h, points, np.round(root * 255).astype(np.uint8))
+    return Features(w, h, points, np.round(root * 255).astype(np.uint8), thumb)
 
 
 def picture_features(image: Image.Image, mirrored: bool = True) -> PictureFeatures:
@@ -185,6 +197,12 @@ def _invert(transform: np.ndarray) -> np.ndarray:
 
 
 def _verify_one(query: Features, work: Features, mirrored: bool) -> Match:
+    if min(len(query.points), len(work.points)) < FEW_KEYPOINTS:
+        if float(query.thumb @ work.thumb) >= FLAT_NCC:  # the whole picture, resized or re-encoded
+            scale = work.width / query.width
+            return Match(COPY_INLIERS, 0, mirrored, scale, 0.0, (0.0, 0.0, 1.0, 1.0), 1.0, 1.0)
+        if min(len(query.points), len(work.points)) < 3:
+            return NO_MATCH
     pairs = _ratio_pairs(query.descriptors, work.descriptors)
     if len(pairs) < 3:
         return NO_MATCH
@@ -227,6 +245,7 @@ def to_arrays(features: PictureFeatures, prefix: str = "") -> dict[str, np.ndarr
         out[f"{prefix}{name}.size"] = np.array([part.width, part.height], np.int32)
         out[f"{prefix}{name}.points"] = np.ascontiguousarray(part.points)
         out[f"{prefix}{name}.descriptors"] = np.ascontiguousarray(part.descriptors)
+        out[f"{prefix}{name}.thumb"] = np.ascontiguousarray(part.thumb)
     return out
 
 
@@ -235,8 +254,7 @@ def from_arrays(arrays: dict[str, np.ndarray], prefix: str = "") -> PictureFeatu
         if f"{prefix}{name}.size" not in arrays:
             return None
         width, height = (int(v) for v in arrays[f"{prefix}{name}.size"])
-        return Features(
-            width, height, arrays[f"{prefix}{name}.points"], arrays[f"{prefix}{name}.descriptors"]
-        )
+        points, descriptors = arrays[f"{prefix}{name}.points"], arrays[f"{prefix}{name}.descriptors"]
+        return Features(width, height, points, descriptors, arrays[f"{prefix}{name}.thumb"])
 
     return PictureFeatures(part("plain"), part("mirrored"))
