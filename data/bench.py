@@ -5,6 +5,8 @@
   reuses the cached decisions);
 - dedupe: seconds to find every near-duplicate pair (and to group works, with crop views) among 1k, 10k
   and 100k random 64-bit hashes with 1% planted near-duplicates;
+- grouping: seconds to link every image to the work it is a crop of (same-picture matcher behind its
+  pre-filter) among 1k and 10k pictures (`--group-sizes`).
 - hub_source: bytes and seconds for a 2 % filter on a WikiArt-shaped split served by the loopback fake
   hub (matches clustered and spread): full download vs row groups vs the viewer's /filter vs auto
   (`--hub-only` runs just this; `--hub-rows`, `--hub-px` scale it).
@@ -93,11 +95,53 @@ def bench_dedupe(sizes: tuple[int, ...] = (1_000, 10_000, 100_000), max_distance
     return rows
 
 
+def bench_grouping(sizes: tuple[int, ...] = (1_000, 10_000), side_px: int = 160) -> list[dict]:
+    """Same-picture grouping (the voting pre-filter, then geometric verification of each image's few
+    candidates) over n distinct pictures, 5 % of them crops of another; the features are per-file facts,
+    computed once at curation, so their time is given apart."""
+    from oeuvre.same_picture import picture_features
+    from oeuvre.same_picture_index import same_picture_links
+
+    rows = []
+    for n in sizes:
+        rng = np.random.default_rng(n)
+        start = time.perf_counter()
+        features, originals = [], []
+        for i in range(n):
+            low = rng.uniform(0, 255, (10, 10, 3)).astype(np.uint8)
+            image = np.asarray(
+                Image.fromarray(low).resize((side_px, side_px), Image.Resampling.BICUBIC), float
+            )
+            picture = Image.fromarray(
+                np.clip(image + rng.normal(0, 14, image.shape), 0, 255).astype(np.uint8)
+            )
+            if i % 20 == 19:  # a crop of the previous picture: 49 % of its area
+                picture = originals[-1].crop((20, 30, 20 + 112, 30 + 112))
+            originals.append(picture)
+            features.append(picture_features(picture, mirrored=False))
+        features_s = time.perf_counter() - start
+        start = time.perf_counter()
+        links = same_picture_links(features)
+        rows.append(
+            {
+                "images": n,
+                "side_px": side_px,
+                "features_s": round(features_s, 1),
+                "group_s": round(time.perf_counter() - start, 1),
+                "crops_planted": n // 20,
+                "links_found": len(links),
+            }
+        )
+        originals.clear()
+    return rows
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m data.bench", description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=int, default=300)
     parser.add_argument("--size", type=int, default=512)
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--group-sizes", type=int, nargs="*", default=[1_000, 10_000])
     parser.add_argument("--hub-only", action="store_true", help="only the streamed hub-source benchmark")
     parser.add_argument("--hub-rows", type=int, default=50, help="rows per shard (20 shards)")
     parser.add_argument("--hub-px", type=int, default=64, help="side of each noise JPEG, px")
@@ -108,6 +152,7 @@ def main(argv: list[str] | None = None) -> None:
     if not args.hub_only:
         result["curation"] = bench_curation(args.images, args.size, args.workers)
         result["dedupe"] = bench_dedupe()
+        result["grouping"] = bench_grouping(tuple(args.group_sizes))
     result["hub_source"] = measure(rows_per_shard=args.hub_rows, image_px=args.hub_px)
     print(json.dumps(result, indent=1))
 

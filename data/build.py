@@ -21,7 +21,7 @@ from tqdm.auto import tqdm
 from data.captions import AutoCaptioner, check_template, render_caption
 from data.card import render_card
 from data.curate import FactsCache, Record, curate
-from data.dedupe import group_near_duplicates
+from data.grouping import group_works
 from data.report import build_report, reason_counts, write_report_html, write_report_json
 from data.sources import Candidate, describe_source, iter_source
 from data.split import split_groups
@@ -30,7 +30,6 @@ from oeuvre.config import to_plain
 from oeuvre.config_schema import Config
 from oeuvre.errors import OeuvreError
 from oeuvre.paths import RunPaths
-from oeuvre.phash import from_hex, hamming
 
 SPLITS = ("train", "holdout")
 METADATA_KEYS = ("title", "year", "genre", "style")
@@ -53,6 +52,7 @@ def cache_root(config: Config) -> Path:
 
 
 def build_dataset(config: Config, workers: int = 2, progress: bool = True) -> BuildResult:
+    """Read every source, curate, group copies and details into works, split, caption, write."""
     data = config.data
     check_template(data.caption_template)
     if not data.sources:
@@ -60,6 +60,38 @@ def build_dataset(config: Config, workers: int = 2, progress: bool = True) -> Bu
             "data.sources is empty: expected at least one {folder: DIR}, {hf: ID} or {urls: FILE}"
         )
     root = cache_root(config)
+    records, source_inputs, decoded = curate_sources(config, root, workers, progress)
+    header = {
+        "artist": config.artist,
+        "trigger_token": config.trigger_token,
+        "caption_template": data.caption_template,
+        "rules": {k: v for k, v in to_plain(data).items() if k not in ("sources",)},
+        "sources": [{"source": name, "inputs": n} for name, n in source_inputs.items()],
+    }
+    paths = RunPaths(config.output_dir)
+    if not any(r.status == "kept" for r in records):
+        fail_when_nothing_usable(config, records, header, source_inputs, paths)
+    kept = assign_splits(config, records, root)
+    auto = auto_captions(kept, data.auto_caption_model, root) if data.auto_caption else {}
+    for record in kept:
+        record.text = render_caption(
+            data.caption_template,
+            {
+                "token": config.trigger_token,
+                "artist": config.artist,
+                "caption": record.caption or auto.get(record.sha256),
+                **record.meta,
+            },
+        )
+        record.file_name = file_name(record)
+    report = build_report(records, header)
+    write_dataset(config, paths, root, kept, records, report)
+    return BuildResult(dataset_dir=paths.dataset, records=records, counts=report["counts"], decoded=decoded)
+
+
+def curate_sources(config: Config, root: Path, workers: int, progress: bool):
+    """Every source's candidates through curation: (records, inputs per source, images decoded anew)."""
+    data = config.data
     # Open every source first, so a missing folder or uncached dataset fails before any work.
     run_root = RunPaths(config.output_dir).root
     opened = [
@@ -87,54 +119,49 @@ def build_dataset(config: Config, workers: int = 2, progress: bool = True) -> Bu
     finally:
         cache.close()
     decoded = len({r.sha256 for r in records if r.sha256} - known_before)
+    return records, source_inputs, decoded
 
-    mark_near_duplicates(records, data.near_duplicate_max_distance)
-    cap_works(records, data.max_works, config.seed)
+
+def fail_when_nothing_usable(config: Config, records, header: dict, source_inputs: dict, paths) -> None:
+    """Write the rejections where the user can read them, and stop with one line counting why."""
+    report = build_report(records, header)
+    failed = paths.root / "data_rejections.json"
+    write_report_json(failed, report)
+    empty = [name for name, n in source_inputs.items() if n == 0]
+    why = ", ".join(f"{code} {n}" for code, n in reason_counts(records).items())
+    detail = f"{len(records)} inputs, all dropped: {why}" if records else "no inputs found"
+    if empty:
+        detail += f"; empty sources: {', '.join(empty)}"
+    raise NothingUsable(f"no usable images for artist '{config.artist}': {detail} (details: {failed})")
+
+
+def assign_splits(config: Config, records: list[Record], root: Path) -> list[Record]:
+    """Group copies and details into works, cap their number, and put each work on one side; returns
+    the kept records. A group is one work: its best copy and the crops and details kept beside it go
+    to one side, and its dropped near-duplicates follow it, so the holdout never shows a work that trains."""
+    data = config.data
+    groups = group_works(records, data.near_duplicate_max_distance, root)
+    groups = cap_works(groups, data.max_works, config.seed)
     kept = [r for r in records if r.status == "kept"]
-    header = {
-        "artist": config.artist,
-        "trigger_token": config.trigger_token,
-        "caption_template": data.caption_template,
-        "rules": {k: v for k, v in to_plain(data).items() if k not in ("sources",)},
-        "sources": [{"source": name, "inputs": n} for name, n in source_inputs.items()],
-    }
-    paths = RunPaths(config.output_dir)
-    if not kept:
-        report = build_report(records, header)
-        failed = paths.root / "data_rejections.json"
-        write_report_json(failed, report)
-        empty = [name for name, n in source_inputs.items() if n == 0]
-        why = ", ".join(f"{code} {n}" for code, n in reason_counts(records).items())
-        detail = f"{len(records)} inputs, all dropped: {why}" if records else "no inputs found"
-        if empty:
-            detail += f"; empty sources: {', '.join(empty)}"
-        raise NothingUsable(f"no usable images for artist '{config.artist}': {detail} (details: {failed})")
-
-    # Duplicates were dropped, so each kept image stands for its whole group; the group's members
-    # follow it, which keeps a work and its copies on one side.
+    by_index = {r.index: i for i, r in enumerate(kept)}
     sides = split_groups(
-        [[i] for i in range(len(kept))], [r.sha256 for r in kept], data.holdout_fraction, config.seed
+        [[by_index[r.index] for r in group] for group in groups],
+        [group[0].sha256 for group in groups],
+        data.holdout_fraction,
+        config.seed,
     )
     for i, record in enumerate(kept):
         record.split = sides[i]
     for record in records:
         if record.status == "duplicate" and record.duplicate_of is not None:
             record.split = records[record.duplicate_of].split
+    return kept
 
-    auto = auto_captions(kept, data.auto_caption_model, root) if data.auto_caption else {}
-    for record in kept:
-        record.text = render_caption(
-            data.caption_template,
-            {
-                "token": config.trigger_token,
-                "artist": config.artist,
-                "caption": record.caption or auto.get(record.sha256),
-                **record.meta,
-            },
-        )
-        record.file_name = file_name(record)
 
-    report = build_report(records, header)
+def write_dataset(config: Config, paths, root: Path, kept, records, report: dict) -> None:
+    """train/ and holdout/ (images + metadata.jsonl), report.json, report.html and the card, as one
+    folder that replaces the previous dataset only once it is whole."""
+    data = config.data
     with atomic_directory(paths.dataset, overwrite=True) as tmp:
         for split in SPLITS:
             rows = [metadata_row(r) for r in kept if r.split == split]
@@ -150,45 +177,21 @@ def build_dataset(config: Config, workers: int = 2, progress: bool = True) -> Bu
         atomic_write_text(
             tmp / "README.md", render_card(report, data.license, data.holdout_fraction, config.seed)
         )
-    return BuildResult(dataset_dir=paths.dataset, records=records, counts=report["counts"], decoded=decoded)
 
 
-def mark_near_duplicates(records: list[Record], max_distance: int) -> None:
-    """Group eligible images into works and keep the best copy of each: the largest, then the earliest."""
-    eligible = [r for r in records if r.status == "kept"]
-    groups = group_near_duplicates(
-        [from_hex(r.phash) for r in eligible],
-        [[from_hex(v) for v in r.views] for r in eligible],
-        max_distance,
-    )
-    for group in groups:
-        if len(group) < 2:
-            continue
-        members = [eligible[i] for i in group]
-        best = max(members, key=lambda r: (r.width * r.height, -r.index))
-        for record in members:
-            if record is best:
-                continue
-            distance = min(
-                hamming(from_hex(a), from_hex(b))
-                for a in [record.phash, *record.views]
-                for b in [best.phash, *best.views]
-            )
+def cap_works(groups: list[list[Record]], max_works: int | None, seed: int) -> list[list[Record]]:
+    """Keep at most `max_works` works (a work is a group: its best copy with its details): a sample
+    fixed by the seed and the images' content, whatever order the sources yielded them in."""
+    if max_works is None or len(groups) <= max_works:
+        return groups
+    order = sorted(groups, key=lambda g: hashlib.sha256(f"{seed}:{g[0].sha256}".encode()).hexdigest())
+    for group in order[max_works:]:
+        for record in group:
             record.reject(
-                "near_duplicate", f"near-duplicate of {best.source} (pHash distance {distance})", "duplicate"
+                "max_works", f"over data.max_works {max_works} (a sample fixed by the seed is kept)"
             )
-            record.duplicate_of = best.index
-
-
-def cap_works(records: list[Record], max_works: int | None, seed: int) -> None:
-    """Keep at most `max_works` works: a sample fixed by the seed and the images' content, whatever
-    order the sources yielded them in."""
-    kept = [r for r in records if r.status == "kept"]
-    if max_works is None or len(kept) <= max_works:
-        return
-    order = sorted(kept, key=lambda r: hashlib.sha256(f"{seed}:{r.sha256}".encode()).hexdigest())
-    for record in order[max_works:]:
-        record.reject("max_works", f"over data.max_works {max_works} (a sample fixed by the seed is kept)")
+    kept = {id(g) for g in order[:max_works]}
+    return [g for g in groups if id(g) in kept]
 
 
 def file_name(record: Record) -> str:

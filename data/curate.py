@@ -24,8 +24,9 @@ from data.sources import Candidate
 from oeuvre.atomic import atomic_write_bytes
 from oeuvre.config_schema import DataConfig
 from oeuvre.phash import phash, to_hex, view_hashes
+from oeuvre.same_picture import PictureFeatures, from_arrays, picture_features, to_arrays
 
-FACTS_VERSION = 1
+FACTS_VERSION = 3  # 3: same-picture features (features/<sha>.safetensors)
 THUMB_PX = 112
 
 
@@ -49,6 +50,9 @@ class Record:
     views: list[str] = field(default_factory=list)
     image: str | None = None  # processed copy, relative to the cache folder
     thumb: str | None = None
+    features: str | None = None  # same-picture features, relative to the cache folder
+    group: int | None = None  # the work this image belongs to (index of the group's best copy)
+    group_reason: str | None = None  # why it is in that group
     split: str | None = None
     file_name: str | None = None
     text: str | None = None
@@ -79,7 +83,7 @@ class FactsCache:
         if entry is None:
             return None
         if entry["ok"]:
-            files_there = all((self.root / entry[k]).is_file() for k in ("image", "thumb"))
+            files_there = all((self.root / entry[k]).is_file() for k in ("image", "thumb", "features"))
             return entry if files_there else None
         # A bomb refused under a smaller cap may decode under a larger one.
         if entry["code"] == "too_many_pixels" and entry.get("max_pixels") != max_pixels:
@@ -130,6 +134,8 @@ def compute_facts(data: bytes, sha256: str, cache_root: Path, max_pixels: int) -
     thumb.save(thumb_buffer, "JPEG", quality=75)
     relative_thumb = f"thumbs/{sha256[:2]}/{sha256}.jpg"
     atomic_write_bytes(cache_root / relative_thumb, thumb_buffer.getvalue())
+    relative_features = f"features/{sha256[:2]}/{sha256}.safetensors"
+    write_features(cache_root / relative_features, picture_features(image, mirrored=False))
     return {
         "sha256": sha256,
         "ok": True,
@@ -142,7 +148,20 @@ def compute_facts(data: bytes, sha256: str, cache_root: Path, max_pixels: int) -
         "views": [to_hex(v) for v in view_hashes(image)],
         "image": relative_image,
         "thumb": relative_thumb,
+        "features": relative_features,
     }
+
+
+def write_features(path: Path, features: PictureFeatures) -> None:
+    from safetensors.numpy import save
+
+    atomic_write_bytes(path, save(to_arrays(features)))
+
+
+def read_features(path: Path) -> PictureFeatures:
+    from safetensors.numpy import load_file
+
+    return from_arrays(load_file(str(path)))
 
 
 def apply_rules(record: Record, facts: dict[str, Any], config: DataConfig) -> None:
@@ -153,7 +172,7 @@ def apply_rules(record: Record, facts: dict[str, Any], config: DataConfig) -> No
     width, height = facts["width"], facts["height"]
     record.width, record.height = width, height
     record.phash, record.views = facts["phash"], list(facts["views"])
-    record.image, record.thumb = facts["image"], facts["thumb"]
+    record.image, record.thumb, record.features = facts["image"], facts["thumb"], facts["features"]
     if width * height > config.max_image_pixels:
         record.reject(
             "too_many_pixels",

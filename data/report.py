@@ -47,8 +47,32 @@ def item_entry(record: Record, records: Sequence[Record]) -> dict[str, Any]:
         "split": record.split,
         "file_name": f"{record.split}/{record.file_name}" if record.file_name else None,
         "text": record.text,
+        "group": records[record.group].source if record.group is not None else None,
+        "group_reason": record.group_reason,
     }
     return entry
+
+
+def work_groups(records: Sequence[Record]) -> list[dict[str, Any]]:
+    """Every work with more than one image: its best copy, and each other image with why it belongs."""
+    groups: dict[int, list[Record]] = {}
+    for record in records:
+        owner = record.group if record.group is not None else record.duplicate_of
+        if owner is not None and (record.status == "kept" or record.code == "near_duplicate"):
+            groups.setdefault(owner, []).append(record)
+    return [
+        {
+            "work": records[owner].source,
+            "split": records[owner].split,
+            "members": [
+                {"source": r.source, "status": r.status, "why": r.group_reason or r.reason}
+                for r in members
+                if r.index != owner
+            ],
+        }
+        for owner, members in sorted(groups.items())
+        if len(members) > 1
+    ]
 
 
 def build_report(records: Sequence[Record], header: dict[str, Any]) -> dict[str, Any]:
@@ -56,6 +80,7 @@ def build_report(records: Sequence[Record], header: dict[str, Any]) -> dict[str,
         **header,
         "counts": summary(records),
         "reasons": reason_counts(records),
+        "groups": work_groups(records),
         "items": [item_entry(r, records) for r in records],
     }
 
@@ -77,6 +102,8 @@ def _tile(cache_root: Path, record: Record, records: Sequence[Record]) -> str:
     if record.status == "kept":
         size = f"{record.width}×{record.height}"
         lines.append(f'<div class="why">{record.split} · {size}</div>')
+        if record.group is not None and record.group != record.index:
+            lines.append(f'<div class="why group">{html.escape(record.group_reason or "")}</div>')
     else:
         lines.append(f'<div class="why">{html.escape(record.reason or "")}</div>')
     return f'<figure class="{record.status}">{_thumb(cache_root, record)}{"".join(lines)}</figure>'
@@ -99,6 +126,21 @@ def render_html(report: dict[str, Any], records: Sequence[Record], cache_root: P
             else ""
         )
         body.append(f"<h2>{title} ({len(items)})</h2><div class=grid>{tiles}</div>{more}")
+    group_rows = "".join(
+        f"<tr><td>{html.escape(g['work'])} ({g['split']})</td><td>"
+        + "<br>".join(
+            f"{html.escape(m['source'])}: {m['status']}, {html.escape(m['why'] or '')}" for m in g["members"]
+        )
+        + "</td></tr>"
+        for g in report["groups"]
+    )
+    groups = (
+        f"<h2>Works with several images ({len(report['groups'])})</h2><p>Each group is one work and stays "
+        "on one side of the split.</p><table><tr><th>work</th><th>its other images</th></tr>"
+        f"{group_rows}</table>"
+        if report["groups"]
+        else ""
+    )
     reasons = "".join(
         f"<tr><td>{html.escape(code)}</td><td>{n}</td></tr>" for code, n in report["reasons"].items()
     )
@@ -116,12 +158,13 @@ figure img, .none {{ width: 120px; height: 120px; object-fit: contain; display: 
 figure.kept {{ border: 2px solid #3a3; }} figure.rejected {{ border: 2px solid #c33; }}
 figure.duplicate {{ border: 2px solid #d90; }}
 .name {{ font-weight: 600; font-size: 12px; overflow: hidden; text-overflow: ellipsis; white-space: nowrap; }}
-.why {{ font-size: 11px; color: #555; word-break: break-word; }}
+.why {{ font-size: 11px; color: #555; word-break: break-word; }} .group {{ color: #36c; }}
 table {{ border-collapse: collapse; }} td {{ padding: 2px 10px; border-bottom: 1px solid #ddd; }}
 </style></head><body>
 <h1>{title}</h1>
 <p>trigger token <code>{html.escape(report["trigger_token"])}</code> · {stats}</p>
 <table><tr><th>dropped because</th><th>files</th></tr>{reasons}</table>
+{groups}
 {"".join(body)}
 </body></html>
 """

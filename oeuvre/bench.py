@@ -2,7 +2,8 @@
 and bench/RESULTS.md (min and median over repeats, the machine, the versions).
 
 Each benchmark is its package's own command (`python -m data.bench`, `python -m train.bench`,
-`python -m infer.restyle.bench`), run here as a subprocess so its memory peak is its own."""
+`python -m infer.restyle.bench`, `python -m infer.evaluate.copy_bench`), run here as a subprocess so its
+memory peak is its own."""
 
 from __future__ import annotations
 
@@ -37,8 +38,22 @@ def spread(values: list[float]) -> dict:
     return {"min": round(min(values), 4), "median": round(statistics.median(values), 4), "n": len(values)}
 
 
-def bench_curation(repeats: int, images: int) -> dict:
-    runs = [run_json(["-m", "data.bench", "--images", str(images)]) for _ in range(repeats)]
+def bench_curation(repeats: int, images: int, quick: bool = False) -> dict:
+    sizes = ["1000"] if quick else ["1000", "10000"]
+    # The grouping timing (1k and 10k pictures) once, in the last run; throughput in every run.
+    runs = [
+        run_json(
+            [
+                "-m",
+                "data.bench",
+                "--images",
+                str(images),
+                "--group-sizes",
+                *([] if i < repeats - 1 else sizes),
+            ]
+        )
+        for i in range(repeats)
+    ]
     dedupe = {}
     for run in runs:
         for row in run["dedupe"]:
@@ -48,6 +63,7 @@ def bench_curation(repeats: int, images: int) -> dict:
         "curation_images_per_s": spread([r["curation"]["cold_images_per_s"] for r in runs]),
         "near_duplicate_search_s": {str(n): spread(v) for n, v in sorted(dedupe.items())},
         "goal_images_per_s": 50,
+        "grouping": runs[-1].get("grouping", []),
     }
 
 
@@ -127,6 +143,43 @@ def bench_restyle(repeats: int, full: bool) -> dict:
     return {"goal_ratio": 1.3, **results}
 
 
+def bench_copy(quick: bool) -> dict:
+    """The copy check on altered copies (python -m infer.evaluate.copy_bench); one run: it is exact
+    counting, and its timings are given with the machine's load as it was."""
+    args = ["-m", "infer.evaluate.copy_bench"] + (["--repeats", "1", "--works", "500"] if quick else [])
+    return {"goal_tpr_at_zero_false_flags": 0.95, "goal_check_s": 60, **run_json(args)}
+
+
+def copy_lines(copy: dict) -> list[str]:
+    scale = copy["scale"]
+    lines = [
+        "",
+        f"## Copy check (`python -m infer.evaluate.copy_bench`, works from {copy['works_from']})",
+        "",
+        f"{copy['n_works']} works; {copy['negatives']} negatives (other works, restyled unrelated content), "
+        f"best negative score {copy['max_negative_score']}; shipped threshold "
+        f"{copy['shipped_threshold']} inliers ({copy['false_flags_at_shipped_threshold']} false flags). "
+        f"{copy['comparisons_per_s']} comparisons/s.",
+        "",
+        "| alteration | n | TPR at 0 false flags | TPR at shipped threshold | ROC AUC | lowest score |",
+        "|---|---|---|---|---|---|",
+    ]
+    for name, row in copy["alterations"].items():
+        lines.append(
+            f"| {name} | {row['n']} | {row['tpr_at_zero_false_flags']:.0%} | "
+            f"{row['tpr_at_shipped_threshold']:.0%} | {row['auc']:.3f} | {row['min_score']} |"
+        )
+    lines += [
+        "",
+        f"Full check of {scale['outputs']} outputs against {scale['works']} works: "
+        f"{scale['check_s']} s (goal under {copy['goal_check_s']} s; the works' features, "
+        "built once and cached: "
+        f"{scale['work_features_s']} s); {scale['flagged_right_original']} flagged against the right "
+        "original.",
+    ]
+    return lines
+
+
 def machine() -> dict:
     versions = {}
     for name in PACKAGES:
@@ -190,6 +243,13 @@ def markdown(results: dict) -> str:
         lines.append(
             f"| near-duplicate search, {n} hashes (s) | | {row['median']} (min {row['min']}) | | seconds |"
         )
+    for row in cur.get("grouping", []):
+        lines.append(
+            f"| same-picture grouping, {row['images']} images (s) | | {row['group_s']} "
+            f"(+ {row['features_s']} features) | | sub-quadratic |"
+        )
+    if "copy" in results:
+        lines += copy_lines(results["copy"])
     lines += ["", "How each reference is built and why it is fair: bench/README.md.", ""]
     return "\n".join(lines)
 
@@ -205,7 +265,8 @@ def main(argv=None) -> int:
     results = {
         "quick": args.quick,
         "machine": machine(),
-        "curation": bench_curation(args.repeats, 60 if args.quick else 300),
+        "curation": bench_curation(args.repeats, 60 if args.quick else 300, args.quick),
+        "copy": bench_copy(args.quick),
         "train": bench_train(args.repeats, quick=args.quick),
         "restyle": bench_restyle(args.repeats, full=not args.quick),
     }

@@ -50,7 +50,7 @@ def works(tmp_path) -> Path:
         scene(i).save(src / f"work{i:02d}.png")
     for i in range(3):
         scene(i).resize((72, 60)).save(src / f"work{i:02d}_small.png")
-        scene(i).crop((5, 4, 91, 76)).save(src / f"work{i:02d}_crop.png")
+        scene(i).crop((3, 3, 93, 77)).save(src / f"work{i:02d}_crop.png")  # 87 %: near-complete
     return src
 
 
@@ -194,6 +194,7 @@ def test_real_paintings_follow_the_rules(tmp_path):
     starry.resize((512, 320)).save(src / "starry_small_copy.jpg", quality=70)
     w, h = starry.size
     starry.crop((int(w * 0.05), int(h * 0.05), int(w * 0.95), int(h * 0.95))).save(src / "starry_crop.jpg")
+    starry.crop((int(w * 0.4), int(h * 0.3), w, h)).save(src / "starry_detail.jpg", quality=80)  # 42 %
     config = load_config(
         PROJECT_CONFIGS / "base.yaml",
         ["artist=vangogh", f"data.sources=[{{folder: {src}}}]", f"output_dir={tmp_path / 'out'}"],
@@ -208,6 +209,33 @@ def test_real_paintings_follow_the_rules(tmp_path):
     for copy in ("starry_small_copy.jpg", "starry_crop.jpg"):
         assert records[copy].code == "near_duplicate"
         assert result.records[records[copy].duplicate_of].source.endswith("starry_night.jpg")
+    detail = records["starry_detail.jpg"]
+    assert detail.status == "kept" and detail.split == records["starry_night.jpg"].split
+    assert detail.group == records["starry_night.jpg"].index
     assert records["tubingen_starry_night.jpg"].code == "too_small"  # 320×240 < 256 px
     assert records["tubingen.png"].status == "kept"
     assert result.counts["holdout"] == 1
+
+
+def test_a_detail_is_kept_grouped_with_its_work_and_lands_in_the_same_split(tmp_path):
+    from data.synth import paint_artist
+
+    src = tmp_path / "in"
+    paths = paint_artist(src, "swirl", n=10, seed=4, size_px=256)
+    for p in paths[:3]:  # a detail: 45 % of the area, off-centre, enlarged
+        Image.open(p).crop((100, 40, 256, 226)).resize((234, 279)).save(src / f"{p.stem}_detail.png")
+    for seed in range(3):
+        result = build_dataset(
+            config_for(tmp_path, src, f"seed={seed}", "data.holdout_fraction=0.3"), progress=False
+        )
+        records = {Path(r.source).name: r for r in result.records}
+        for p in paths[:3]:
+            detail, work = records[f"{p.stem}_detail.png"], records[p.name]
+            assert detail.status == "kept" and detail.group == work.index, detail.group_reason
+            assert detail.split == work.split and "detail of" in detail.group_reason
+        assert {records[p.name].group for p in paths} == {records[p.name].index for p in paths}
+        held = {r.group for r in result.records if r.status == "kept" and r.split == "holdout"}
+        assert len(held) == 3  # 3 of the 10 works, each with its detail when it has one
+    report = json.loads((result.dataset_dir / "report.json").read_text())
+    assert len(report["groups"]) == 3 and all("detail of" in g["members"][0]["why"] for g in report["groups"])
+    assert "Works with several images (3)" in (result.dataset_dir / "report.html").read_text()

@@ -116,3 +116,19 @@ def test_nearest_command_prints_the_works_and_writes_a_contact_sheet(tmp_path, r
     ]
     with Image.open(run / "report" / "nearest.png") as sheet:
         assert sheet.width > 3 * 128
+
+
+def test_nearest_lists_the_work_a_query_copies_first_marked_as_a_copy(tmp_path, run_cli):
+    from data.synth import paint_artist
+
+    run = tmp_path / "run"
+    works = [Image.open(p) for p in paint_artist(tmp_path / "s", "swirl", n=4, seed=2, size_px=192)]
+    _write_split(run / "dataset", "train", {f"swirl{i}.png": im for i, im in enumerate(works[:3])})
+    _write_split(run / "dataset", "holdout", {"swirl3.png": works[3]})
+    query = tmp_path / "query.jpg"
+    works[1].crop((30, 20, 180, 170)).resize((120, 120)).save(query, quality=60)  # cropped, shrunk, JPEG
+    result = run_cli("infer", "nearest", query, "--run", run, "-k", "3")
+    assert result.returncode == 0, result.stderr
+    listed = [line.split() for line in result.stdout.splitlines() if line.startswith("  ")]
+    assert listed[0][:2] == ["COPY", "train/swirl1.png"] and len(listed) == 3
+    assert sum(row[0] == "COPY" for row in listed) == 1

@@ -4,7 +4,8 @@ Reads top to bottom: the run's works (holdout for style, train for the copy chec
 (built-in or --content) and baselines matched by file name -> restyle with the LoRA at a few strengths
 and with the base alone (the restyle command's own Restyler) -> for every output: held-out style similarity
 (mean of the top-k cosine similarities to the holdout works, per descriptor), the nearest training work
-by a copy-sensitive measure (flagged above a threshold), content kept (SSIM) -> optional checkpoints ->
+by the same-picture matcher (a copy score: inliers and the matched region; flagged above a threshold),
+content kept (SSIM) -> optional checkpoints ->
 runs/<artist>/report/ (index.html, report.json, plots), written by infer.evaluate.report.
 """
 
@@ -19,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from infer.evaluate.content_kept import content_kept
-from infer.evaluate.copy_check import copy_features, nearest_copy
+from infer.works.copies import WorkCopies
 from infer.works.descriptors import WEIGHTS_FREE, load_descriptor
 from infer.works.retrieval import ArtistIndex, load_works
 from oeuvre.inputs import IMAGE_SUFFIXES, InputError, open_image, prepare
@@ -196,7 +197,7 @@ class Judge:
                 self.descriptors.append(descriptor)
         self.indexes = {d.name: ArtistIndex(dataset, d) for d in self.descriptors}
         self.top_k = max(1, min(top_k, len(self.holdout)))
-        self.train_copy = [copy_features(open_image(w.path)) for w in self.train]
+        self.copies = WorkCopies(dataset, split="train")
 
     @property
     def primary(self) -> str:
@@ -215,15 +216,8 @@ class Judge:
         return results
 
     def copy(self, image) -> dict:
-        match = nearest_copy(copy_features(image), self.train_copy)
-        work = self.train[match.index]
-        return {
-            "id": work.id,
-            "path": str(work.path),
-            "phash_distance": match.phash_distance,
-            "ncc": match.ncc,
-            "flagged": match.flagged,
-        }
+        work, match = self.copies.nearest(image)
+        return {"id": work.id, "path": str(work.path), **match.to_json()}
 
     def score(self, images: list, content) -> list[dict]:
         results = self.style(images)

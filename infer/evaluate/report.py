@@ -25,6 +25,21 @@ def _png(image, side: int | None = None) -> bytes:
     return png_bytes(image)
 
 
+def outline_region(work, copy: dict, side: int):
+    """The work's thumbnail with the region the output matched outlined (red when flagged as a copy)."""
+    from PIL import ImageDraw
+
+    thumb = work.copy()
+    thumb.thumbnail((side, side))
+    if copy["inliers"] > 0:
+        x0, y0, x1, y1 = copy["region"]
+        w, h = thumb.size
+        colour = (220, 0, 0) if copy["flagged"] else (240, 160, 0)
+        box = (x0 * w, y0 * h, max(x0 * w, x1 * w - 1), max(y0 * h, y1 * h - 1))
+        ImageDraw.Draw(thumb).rectangle(box, outline=colour, width=2)
+    return thumb
+
+
 def _name(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", text)
 
@@ -154,14 +169,17 @@ def write_report(
     for (stem, column), image in images.items():
         atomic_write_bytes(report / "images" / f"{_name(stem)}__{_name(column)}.png", _png(image, 256))
     works = {w.id: w for w in judge.holdout + judge.train}
-    for (_, _), result in cells.items():
-        for key in ("nearest_holdout", "copy"):
-            work = works[result[key]["id"]]
-            result[key]["image"] = f"works/{_name(work.id.rsplit('.', 1)[0])}.png"
-            target = report / result[key]["image"]
-            if not target.exists():
-                with Image.open(work.path) as opened:
-                    atomic_write_bytes(target, _png(opened.convert("RGB"), 128))
+    for (stem, column), result in cells.items():
+        near = result["nearest_holdout"]
+        near["image"] = f"works/{_name(near['id'].rsplit('.', 1)[0])}.png"
+        if not (report / near["image"]).exists():
+            with Image.open(works[near["id"]].path) as opened:
+                atomic_write_bytes(report / near["image"], _png(opened.convert("RGB"), 128))
+        copy = result["copy"]
+        copy["image"] = f"copies/{_name(stem)}__{_name(column)}.png"
+        with Image.open(works[copy["id"]].path) as opened:
+            outlined = outline_region(opened.convert("RGB"), copy, 160)
+        atomic_write_bytes(report / copy["image"], png_bytes(outlined))
     table = means(columns, cells, descriptors)
     plots = write_plots(report, table, checkpoints, judge.primary)
     stems = list(dict.fromkeys(stem for stem, _ in images))
@@ -225,7 +243,8 @@ def _cell_html(cell: dict | None, descriptors: list[str]) -> str:
         f'<div class="pair"><figure><img src="{near["image"]}"><figcaption>nearest holdout<br>'
         f"{html.escape(near['id'])} {near['similarity']:.3f}</figcaption></figure>"
         f'<figure><img src="{copy["image"]}"><figcaption>{flag}nearest training<br>'
-        f"{html.escape(copy['id'])}<br>pHash {copy['phash_distance']} NCC {copy['ncc']:.2f}"
+        f"{html.escape(copy['id'])}<br>copy score {copy['score']} (flag ≥ {copy['threshold']})"
+        f"<br>{copy['work_coverage']:.0%} of the work{', mirrored' if copy['mirrored'] else ''}"
         "</figcaption></figure></div></td>"
     )
 
@@ -276,8 +295,8 @@ body {{ font-family: sans-serif; margin: 1.5em; color: #222; }}
 table {{ border-collapse: collapse; margin-bottom: 1.5em; }}
 td, th {{ border: 1px solid #ccc; padding: 4px 6px; vertical-align: top; font-size: 12px; }}
 img.out {{ width: 160px; display: block; }}
-.pair {{ display: flex; gap: 4px; }} .pair figure {{ margin: 0; width: 78px; }}
-.pair img {{ width: 78px; }} figcaption {{ font-size: 10px; word-break: break-all; }}
+.pair {{ display: flex; gap: 4px; }} .pair figure {{ margin: 0; width: 96px; }}
+.pair img {{ width: 96px; }} figcaption {{ font-size: 10px; word-break: break-all; }}
 .copy {{ color: #c00; }} .note {{ color: #a60; }} img.plot {{ margin-right: 1em; }}
 .nums {{ font-family: monospace; }}
 </style></head><body>
@@ -285,8 +304,10 @@ img.out {{ width: 160px; display: block; }}
 <p>Held-out style similarity: mean of the top-{s["top_k"]} cosine similarities of an output's style
 descriptor to the artist's <b>holdout</b> works ({s["holdout_works"]}; training works are never used for it),
 under each descriptor named in brackets ({", ".join(map(esc, descriptors))}).
-Copy check: nearest of the {s["train_works"]} <b>training</b> works by pHash distance and normalised
-cross-correlation over crops and scales; COPY marks a flagged pair. Content kept: SSIM on luminance and
+Copy check: nearest of the {s["train_works"]} <b>training</b> works by the same-picture matcher
+(local features verified by one geometric transform, so crops, rescales, recolouring, re-encoding and
+mirroring are still caught); the copy score is the number of keypoints that agree, the outline marks the
+region of the work the output shows, and COPY marks a flagged pair. Content kept: SSIM on luminance and
 edges against the content image. Base {esc(s["base_model"])}, LoRA scale {s["lora_scale"]:g},
 {s["steps"]} steps, {s["size_px"]} px, seed {s["seed"]}, prompt “{esc(s["prompt"])}”.</p>
 {notes}

@@ -60,7 +60,8 @@ def run(args: argparse.Namespace) -> int:
 
         references = nearest_references(settings.run_dir, my_inputs, "weights-free")
         for path, ref in references.items():
-            print(f"{tag}{path}: nearest work {ref.work.id} ({ref.similarity:.3f}) {ref.work.label}")
+            copy = f"COPY of it (score {ref.copy_score}) " if ref.copy_score is not None else ""
+            print(f"{tag}{path}: nearest work {ref.work.id} {copy}({ref.similarity:.3f}) {ref.work.label}")
     multiple = restyler.pipe.vae_scale_factor
     pictures = {path: prepare(image, settings.size_px, multiple) for path, image in opened.items()}
 

@@ -30,6 +30,7 @@ DEFAULT_WEIGHTS = {
 class Reference:
     work: Work
     similarity: float
+    copy_score: int | None = None  # set when the input is an altered copy of this work
 
     def image(self):
         return open_image(self.work.path)
@@ -46,9 +47,19 @@ def nearest_references(
     descriptor = load_descriptor(descriptor_spec)
     if descriptor.note:
         print(descriptor.note)
+    from infer.works.copies import WorkCopies
+
     index = ArtistIndex(run_dir / "dataset", descriptor)
-    found = index.nearest(descriptor.embed([open_image(p) for p in inputs]), k=1)
-    return {path: Reference(*best[0]) for path, best in zip(inputs, found, strict=True)}
+    images = [open_image(p) for p in inputs]
+    found = index.nearest(descriptor.embed(images), k=1)
+    copies = WorkCopies(run_dir / "dataset")
+    references = {}
+    for path, image, best in zip(inputs, images, found, strict=True):
+        copied = copies.copy_of(image)  # a work the input copies comes first, whatever its style score
+        references[path] = (
+            Reference(copied[0], best[0][1], copied[1].score) if copied else Reference(*best[0])
+        )
+    return references
 
 
 def reference_prompt(prompt: str, work: Work) -> str:

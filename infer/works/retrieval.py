@@ -155,12 +155,26 @@ def run(args: argparse.Namespace) -> int:
     paths = collect_inputs([str(p) for p in args.inputs])
     images = [open_image(p) for p in paths]
     found = index.nearest(descriptor.embed(images), args.k)
+    from infer.works.copies import WorkCopies
+
+    copies = WorkCopies(dataset)
     rows = []
     for path, image, neighbours in zip(paths, images, found, strict=True):
         print(f"{path}  ({descriptor.name})")
+        tiles = []
+        copied = copies.copy_of(image)  # the work this image is an altered copy of, listed first
+        if copied is not None:
+            work, match = copied
+            print(
+                f"  COPY   {work.id}  {work.label}  "
+                f"(copy score {match.score}, shows {match.match.work_coverage:.0%})"
+            )
+            tiles.append((open_image(work.path), f"COPY {match.score} {work.label}"))
+            neighbours = [(w, s) for w, s in neighbours if w.id != work.id][: args.k - 1]
         for work, score in neighbours:
             print(f"  {score:.3f}  {work.id}  {work.label}")
-        rows.append((image, path.name, [(open_image(w.path), f"{s:.2f} {w.label}") for w, s in neighbours]))
+        tiles += [(open_image(w.path), f"{s:.2f} {w.label}") for w, s in neighbours]
+        rows.append((image, path.name, tiles))
     out = args.out or args.run / "report" / "nearest.png"
     atomic_write_png(out, contact_sheet(rows))
     print(f"contact sheet: {out}")
