@@ -6,6 +6,8 @@ Commands (the package that holds each one's code in brackets):
   lora inspect|convert|resize|merge|push ...                     LoRA file tools (kohya/diffusers, Hub) [lora]
   evaluate RUN_DIR [--content DIR] [--baseline DIR] [--checkpoints]  held-out style, copy check, content kept
                                                                  [evaluate]
+  recommend RUN_DIR [--content DIR] [--floor F] [--dry-run]       the best checkpoint, strength, scale on
+                                                                 held-out works, into the LoRA [evaluate]
   nearest IMAGE... --run RUN_DIR [-k 5]                          the artist's works nearest each image [works]
   app [--runs runs/] [--host 127.0.0.1] [--port 7860]            the Gradio web app over trained artists [app]
   tiny-base OUT --arch sd15|sdxl [--size tiny|full] [--pretrain-steps N] [--vae-downsample 2|4|8]
@@ -41,6 +43,12 @@ COMMANDS = {
     "evaluate": (
         "held-out style similarity, copy check, content kept",
         "infer.evaluate.command",
+        "add_arguments",
+        "run",
+    ),
+    "recommend": (
+        "pick the checkpoint, strength and scale from held-out evidence; ship them in the LoRA",
+        "infer.evaluate.recommend_command",
         "add_arguments",
         "run",
     ),

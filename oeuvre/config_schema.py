@@ -124,6 +124,7 @@ class TrainConfig:
     checkpoint_every: int = rule(gt=0)
     checkpoints_keep: int = rule(gt=0)
     resume: str = rule(nonempty=True)
+    recommend: bool  # after training, `infer recommend` when the dataset has held-out works
 
 
 @dataclass(frozen=True)
@@ -141,6 +142,7 @@ class InferConfig:
     batch_size: int = rule(gt=0)
     device: Literal["auto", "cuda", "mps", "cpu"]
     dtype: Literal["auto", "fp32", "fp16", "bf16"]
+    recommend_content_floor: float | None = rule(ge=0, le=1)  # None: 0.9 x the base model's own
 
 
 @dataclass(frozen=True)

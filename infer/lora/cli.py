@@ -60,8 +60,15 @@ def _weights(text: str) -> tuple[float, float]:
 
 def _print_inspect(info: dict) -> None:
     metadata = info.pop("metadata")
+    recommended = info.pop("recommended", None)
     for key, value in info.items():
         print(f"{key}: {json.dumps(value) if isinstance(value, dict | list) else value}")
+    if recommended:
+        print(
+            f"recommended: strength {recommended['strength']:g}, scale {recommended['scale']:g} "
+            f"({recommended['checkpoint']}; style {recommended['evidence'].get('style', 0):.3f}, "
+            f"content kept {recommended['evidence'].get('content_kept', 0):.3f})"
+        )
     print(f"metadata: {len(metadata)} keys")
     for key in sorted(metadata):
         value = metadata[key]

@@ -68,7 +68,7 @@ in the prompt, e.g. `{caption}`.
 | `{embedding_file or "-"}` | the trigger's token embedding (pivotal tuning), A1111/ComfyUI layout |
 
 {usage}
-{_training_section(metadata, artist, arch, base, caption)}"""
+{_recommended_section(metadata)}{_training_section(metadata, artist, arch, base, caption)}"""
     return f"---\n{data.to_yaml()}\n---\n{body}"
 
 
@@ -137,6 +137,33 @@ add a **LoraLoader** node between the checkpoint loader and the sampler, and pro
 """
 
 
+def _recommended_section(metadata: Mapping[str, str]) -> str:
+    """Strength, scale and checkpoint chosen on held-out works by `python -m infer recommend`."""
+    from infer.lora.recommended import PLOT, recommended_settings
+
+    found = recommended_settings(metadata)
+    if found is None:
+        return ""
+    evidence = found["evidence"]
+    checkpoint = found["checkpoint"]
+    earlier = (
+        f" These files hold the weights of training {checkpoint}, which beat the final step; the final "
+        "step's files are kept in the run's `checkpoints/final-step-*/`."
+        if "final" not in checkpoint
+        else ""
+    )
+    return (
+        "## Recommended settings\n\n"
+        f"img2img strength **{found['strength']:g}**, LoRA scale **{found['scale']:g}** ({checkpoint}): "
+        f"the highest held-out style similarity ({evidence.get('style', 0):.3f} under "
+        f"{evidence.get('descriptor', '?')}) among the settings tried ({evidence.get('grid', '?')}) "
+        f"that keep content at least {evidence.get('floor', 0):.3f} "
+        f"(kept: {evidence.get('content_kept', 0):.3f}) and copy no training work. "
+        "`python -m infer restyle` and the app use them unless told otherwise."
+        f"{earlier}\n\n![style vs content kept, the recommended setting marked]({PLOT})\n\n"
+    )
+
+
 def _holdout_note(metadata: Mapping[str, str]) -> str:
     if metadata.get("oeuvre.holdout_works") != "0":
         return ""
@@ -184,3 +211,21 @@ def write_model_card(folder: str | Path, metadata: Mapping[str, str], **files) -
     """Write `folder/README.md` atomically; keyword arguments as for `card_text`."""
     path = Path(folder) / "README.md"
     return atomic_write_text(path, card_text(metadata, **files))
+
+
+def rewrite_model_card(folder: str | Path, metadata: Mapping[str, str]) -> Path:
+    """The card again from the files in `folder` (after their metadata changed)."""
+    folder = Path(folder)
+    kohya = next(folder.glob("*.kohya.safetensors"), None)
+    artist = kohya.name.removesuffix(".kohya.safetensors") if kohya else None
+    if artist is None:
+        artist = next(p.stem for p in folder.glob("*.safetensors") if not p.stem.endswith("_emb"))
+    embedding = folder / f"{artist}_emb.safetensors"
+    return write_model_card(
+        folder,
+        metadata,
+        diffusers_file=f"{artist}.safetensors",
+        kohya_file=kohya.name if kohya else None,
+        embedding_file=embedding.name if embedding.is_file() else None,
+        sample_images=[p.relative_to(folder).as_posix() for p in sorted((folder / "samples").glob("*.png"))],
+    )

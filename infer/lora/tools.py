@@ -25,6 +25,7 @@ from infer.lora.files import (
 )
 from infer.lora.kohya import ComponentLora
 from infer.lora.metadata import for_file, summary
+from infer.lora.recommended import recommended_settings
 
 if TYPE_CHECKING:
     import torch
@@ -166,6 +167,7 @@ def inspect_file(path: str | Path) -> dict[str, Any]:
         "targets": targets,
         "parameters": _parameter_count(lora.components),
         "trigger": summary(metadata)["trigger"],
+        "recommended": recommended_settings(metadata),
         "metadata": metadata,
     }
 

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from infer.lora.files import LoraFileError, find_run_lora, read_lora_metadata
+from infer.lora.recommended import recommended_settings
 from infer.restyle.sweep import parse_sweep
 from oeuvre.inputs import InputError, output_stems
 
@@ -101,8 +102,9 @@ def _check(name: str, value: float, ok: bool, expected: str) -> None:
 
 
 def resolve_settings(args: argparse.Namespace) -> Settings:
-    """Flags win, then the LoRA's metadata, then the run's config.yaml, then configs/base.yaml. Long on
-    purpose: each setting's resolution and check is two lines, and they read best as one list."""
+    """Flags win, then the LoRA's metadata (its recommended strength and scale from `infer recommend`
+    among them), then the run's config.yaml, then configs/base.yaml. Long on purpose: each setting's
+    resolution and check is two lines, and they read best as one list."""
     from oeuvre.config import PROJECT_CONFIGS, load_config
 
     lora_file, embedding_file, run_dir = _resolve_lora(args.lora)
@@ -133,9 +135,11 @@ def resolve_settings(args: argparse.Namespace) -> Settings:
         caption = config.data.caption_template.replace("{token}", trigger)
     prompt = pick(args.prompt, infer.prompt if infer.prompt is not None else (caption or ""))
 
+    recommended = recommended_settings(metadata) or {}
     sweep = parse_sweep(args.sweep or [])
-    strengths = tuple(sweep.get("strength", [pick(args.strength, infer.strength)]))
-    scales = tuple(sweep.get("scale", [pick(args.scale, infer.lora_scale)]))
+    strength = pick(args.strength, recommended.get("strength", infer.strength))
+    strengths = tuple(sweep.get("strength", [strength]))
+    scales = tuple(sweep.get("scale", [pick(args.scale, recommended.get("scale", infer.lora_scale))]))
     for strength in strengths:
         _check("--strength", strength, 0 < strength <= 1, "a value in (0, 1]")
     for scale in scales:
