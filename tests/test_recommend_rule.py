@@ -67,3 +67,23 @@ def test_recommendation_round_trips_through_json():
 
 def test_default_floor_is_a_fraction_of_the_base_models_content_kept():
     assert default_floor(0.8) == 0.72
+
+
+def test_report_section_draws_the_grid_as_a_heat_map_with_the_choice(tmp_path):
+    from PIL import Image
+
+    from infer.evaluate.recommend_report import HEATMAP, section_html, write_heatmap
+
+    cells = [
+        cell(step=step, strength=strength, scale=scale, style=strength * scale, copies=int(scale == 1.0))
+        for step in (1, 2)
+        for strength in (0.35, 0.55)
+        for scale in (0.6, 1.0)
+    ]
+    data = {**recommend(cells, floor=0.5).to_json(), "descriptor": "weights-free", "seconds_per_cell": 0.5}
+    write_heatmap(tmp_path / HEATMAP, data)
+    with Image.open(tmp_path / HEATMAP) as image:
+        assert image.format == "PNG" and image.height > image.width / 2  # two rows of panels
+    text = section_html(data)
+    assert "<h2>Recommended</h2>" in text and f'src="{HEATMAP}"' in text
+    assert "step 1, strength 0.55, scale 0.6" in text  # the best cell without a copy, earlier step

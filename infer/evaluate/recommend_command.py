@@ -23,6 +23,8 @@ import numpy as np
 
 from infer.evaluate.command import Judge, content_images, restyle_all, restyle_settings
 from infer.evaluate.recommend import Cell, Recommendation, default_floor, describe, recommend
+from infer.evaluate.recommend_report import RECOMMENDATION_FILE as FILE
+from infer.evaluate.recommend_report import add_to_report
 from oeuvre.atomic import atomic_write_text
 from oeuvre.inputs import InputError, open_image, prepare
 
@@ -30,7 +32,6 @@ STRENGTHS = (0.35, 0.55, 0.75)
 SCALES = (0.6, 0.8, 1.0)
 MAX_STRENGTHS = MAX_SCALES = 3
 MAX_CHECKPOINTS = 3  # the newest kept checkpoints besides the final LoRA (train.checkpoints_keep is 3)
-FILE = "recommendation.json"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -186,6 +187,8 @@ def run(args: argparse.Namespace) -> int:
         "seconds_per_cell": seconds_per_cell,
     }
     atomic_write_text(report / FILE, json.dumps(data, indent=1) + "\n")
+    if add_to_report(report):
+        print(f"added the Recommended section to {report / 'index.html'}")
     print_result(result, judge.primary)
     if result.choice is not None and not args.dry_run:
         ship(run_dir, settings, result, data, candidates)

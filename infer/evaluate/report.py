@@ -220,6 +220,12 @@ def write_report(
         "plots": plots,
         **(extra or {}),
     }
+    from infer.evaluate.recommend_report import HEATMAP, load_recommendation, write_heatmap
+
+    recommendation = load_recommendation(report)  # `infer recommend` ran first
+    if recommendation is not None:
+        write_heatmap(report / HEATMAP, recommendation)
+        data["recommended"] = recommendation
     if "palette" in data:
         from infer.evaluate.palette import palette_sentence
 
@@ -250,6 +256,8 @@ def _cell_html(cell: dict | None, descriptors: list[str]) -> str:
 
 
 def render_html(data: dict) -> str:
+    from infer.evaluate.recommend_report import section_html
+
     descriptors, columns = data["descriptors"], data["columns"]
     esc = html.escape
     s = data["settings"]
@@ -288,6 +296,7 @@ def render_html(data: dict) -> str:
         else ""
     )
     plots = "".join(f'<img class="plot" src="{p}" alt="{esc(p)}">' for p in data["plots"])
+    recommended = section_html(data["recommended"]) if data.get("recommended") else ""
     return f"""<!doctype html>
 <html><head><meta charset="utf-8"><title>oeuvre evaluation: {esc(data["run"])}</title>
 <style>
@@ -319,6 +328,7 @@ edges against the content image. Base {esc(s["base_model"])}, LoRA scale {s["lor
 <p>{esc(data.get("palette_sentence", ""))}</p>
 <h2>Plots</h2><div>{plots}</div>
 {checkpoints}
+{recommended}
 <h2>Per content image</h2>
 <table><tr><th></th>{head}</tr>{rows}</table>
 </body></html>
