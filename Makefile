@@ -78,8 +78,11 @@ DATASET := $(OUT_DIR)/dataset/train/metadata.jsonl
 $(DATASET):
 	$(MAKE) --no-print-directory data ARTIST=$(ARTIST) ARGS="$(ARGS)"
 
+# Then the run recommends its own checkpoint, strength and scale from its held-out works (into the LoRA
+# files' metadata); train.recommend=false, or a dataset without holdout, skips it.
 train: check-artist install $(DATASET)
 	$(VENV)/bin/accelerate launch --quiet --config_file $(LAUNCH) -m train $(CONFIG) $(ARGS)
+	$(PY) -m infer recommend $(OUT_DIR) --after-training
 
 restyle: check-artist install
 	$(PY) -m infer restyle $(IN) --lora $(OUT_DIR) --out $(OUT_DIR)/restyled $(ARGS)

@@ -73,6 +73,8 @@ def main(argv=None) -> int:
     steps = [
         ("dataset", ["-m", "data", DEMO_CONFIG, *overrides]),
         ("training", ["-m", "train", DEMO_CONFIG, *overrides]),
+        # As `make train` does: the run picks its checkpoint, strength and scale on its held-out works.
+        ("recommendation", ["-m", "infer", "recommend", str(run), "--after-training"]),
         ("restyle", ["-m", "infer", "restyle", *inputs, "--lora", str(run), "--overwrite"]),
         (
             "sweep",
@@ -103,7 +105,7 @@ def main(argv=None) -> int:
         ("TensorBoard logs (tensorboard --logdir ...)", run / "logs"),
         ("LoRA files (diffusers, kohya), embedding, model card", run / "lora"),
         ("restyled images and the sweep grid", run / "restyled"),
-        ("evaluation report", run / "report" / "index.html"),
+        ("evaluation report (with the recommendation's grid)", run / "report" / "index.html"),
     ]:
         print(f"  {what}: {where}")
     report = run / "report" / "report.json"
@@ -111,6 +113,17 @@ def main(argv=None) -> int:
         data = json.loads(report.read_text())
         print(f"evaluation: {data.get('verdict', '')}")
         print(f"palette: {data.get('palette_sentence', '')}")
+    recommendation = run / "report" / "recommendation.json"
+    if recommendation.is_file():
+        choice = json.loads(recommendation.read_text())["choice"]
+        print(
+            "recommended: "
+            + (
+                f"step {choice['step']}, strength {choice['strength']:g}, scale {choice['scale']:g}"
+                if choice
+                else "none"
+            )
+        )
     return 0
 
 

@@ -31,5 +31,7 @@ def test_quick_demo_runs_every_step_and_writes_every_output(tmp_path):
     assert list((run / "restyled").glob("*.png"))
     assert list((run / "restyled" / "sweep").glob("*grid*.png"))
     assert (run / "report" / "index.html").is_file()
+    assert (run / "report" / "recommendation.json").is_file() and "recommended: " in done.stdout
+    assert "<h2>Recommended</h2>" in (run / "report" / "index.html").read_text()
     assert "evaluation: Under weights-free, the LoRA's outputs are " in done.stdout  # the verdict, either way
     assert list((run / "samples").glob("*.png")) and list((run / "logs").rglob("events.out.tfevents*"))
