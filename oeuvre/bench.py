@@ -150,6 +150,49 @@ def bench_copy(quick: bool) -> dict:
     return {"goal_tpr_at_zero_false_flags": 0.95, "goal_check_s": 60, **run_json(args)}
 
 
+def bench_recommend() -> dict:
+    """`infer recommend` on a quick demo-sized run (tiny base, 64 px, 2 inference steps, checkpoints at
+    steps 3 and 6): seconds per grid cell, with the pipeline loaded once per checkpoint."""
+    import tempfile
+
+    from oeuvre.demo import DEMO_CONFIG, QUICK_OVERRIDES, VAE_DOWNSAMPLE
+
+    with tempfile.TemporaryDirectory(prefix="bench-recommend-") as tmp:
+        run = Path(tmp) / "run"
+        base, synthetic = Path(tmp) / "base", Path(tmp) / "synthetic"
+        overrides = [f"output_dir={run}", f"base_model={base}", f"data.sources=[{{folder: {synthetic}}}]"]
+        overrides += QUICK_OVERRIDES + ["train.recommend=false"]
+        for args in (
+            ["-m", "infer", "tiny-base", str(base), "--arch", "sd15", "--pretrain-steps", "20"]
+            + ["--vae-downsample", str(VAE_DOWNSAMPLE)],
+            ["-m", "data", "synth", str(synthetic), "--style", "swirl", "--n", "8", "--size", "96"],
+            ["-m", "data", DEMO_CONFIG, *overrides],
+            ["-m", "train", DEMO_CONFIG, *overrides],
+        ):
+            _run_quiet(args)
+        start = time.perf_counter()
+        _run_quiet(["-m", "infer", "recommend", str(run), "--dry-run"])
+        wall = time.perf_counter() - start
+        data = json.loads((run / "report" / "recommendation.json").read_text())
+    return {
+        "cells": len(data["cells"]),
+        "content_images": len(data["content"]),
+        "seconds_per_cell": round(data["seconds_per_cell"], 3),
+        "command_s": round(wall, 1),
+        "choice": data["choice"],
+        "runner_up": data["runner_up"],
+    }
+
+
+def _run_quiet(args: list[str]) -> None:
+    print(f"bench: python {' '.join(args)}", file=sys.stderr, flush=True)
+    done = subprocess.run(
+        [sys.executable, *args], capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"}
+    )
+    if done.returncode:
+        raise SystemExit(f"bench: python {' '.join(args)} failed:\n{done.stderr[-3000:]}")
+
+
 def copy_lines(copy: dict) -> list[str]:
     scale = copy["scale"]
     lines = [
@@ -248,6 +291,12 @@ def markdown(results: dict) -> str:
             f"| same-picture grouping, {row['images']} images (s) | | {row['group_s']} "
             f"(+ {row['features_s']} features) | | sub-quadratic |"
         )
+    if "recommend" in results:
+        rec = results["recommend"]
+        lines.append(
+            f"| infer recommend, tiny base 64 px ({rec['cells']} cells x {rec['content_images']} images; "
+            f"s/cell) | | {rec['seconds_per_cell']} ({rec['command_s']} s in all) | | bounded grid |"
+        )
     if "copy" in results:
         lines += copy_lines(results["copy"])
     lines += ["", "How each reference is built and why it is fair: bench/README.md.", ""]
@@ -269,6 +318,7 @@ def main(argv=None) -> int:
         "copy": bench_copy(args.quick),
         "train": bench_train(args.repeats, quick=args.quick),
         "restyle": bench_restyle(args.repeats, full=not args.quick),
+        "recommend": bench_recommend(),
     }
     results["wall_s"] = round(time.perf_counter() - start, 1)
     atomic_write_text(OUT_DIR / "results.json", json.dumps(results, indent=2) + "\n")
