@@ -157,6 +157,7 @@ def bench_recommend() -> dict:
 
     from oeuvre.demo import DEMO_CONFIG, QUICK_OVERRIDES, VAE_DOWNSAMPLE
 
+    config = Path(__file__).resolve().parents[1] / DEMO_CONFIG  # the bench may run from any folder
     with tempfile.TemporaryDirectory(prefix="bench-recommend-") as tmp:
         run = Path(tmp) / "run"
         base, synthetic = Path(tmp) / "base", Path(tmp) / "synthetic"
@@ -166,8 +167,8 @@ def bench_recommend() -> dict:
             ["-m", "infer", "tiny-base", str(base), "--arch", "sd15", "--pretrain-steps", "20"]
             + ["--vae-downsample", str(VAE_DOWNSAMPLE)],
             ["-m", "data", "synth", str(synthetic), "--style", "swirl", "--n", "8", "--size", "96"],
-            ["-m", "data", DEMO_CONFIG, *overrides],
-            ["-m", "train", DEMO_CONFIG, *overrides],
+            ["-m", "data", str(config), *overrides],
+            ["-m", "train", str(config), *overrides],
         ):
             _run_quiet(args)
         start = time.perf_counter()
