@@ -91,3 +91,30 @@ def test_grid_larger_than_the_bound_is_refused(recommended):
     run, _ = recommended
     with pytest.raises(InputError, match="1 to 3"):
         main(["recommend", str(run), "--scales", "0.2", "0.4", "0.6", "0.8"])
+
+
+def test_an_earlier_checkpoint_ships_and_a_rerun_restores_the_final_step(recommended, tmp_path):
+    import safetensors.torch
+
+    from infer.lora.checkpoints import checkpoint_as_lora
+    from infer.lora.recommended import ship_recommendation
+
+    run, _ = recommended
+    lora, emb = find_run_lora(run)
+    kept = run / "checkpoints" / "final-step-2" / lora.name
+    before = safetensors.torch.load_file(lora) if not kept.is_file() else safetensors.torch.load_file(kept)
+    step1, emb1 = checkpoint_as_lora(run / "checkpoints" / "step-1", lora, emb, tmp_path / "step-1")
+    evidence = {"descriptor": "weights-free", "style": 0.5, "content_kept": 0.5, "floor": 0.0}
+    ship_recommendation(
+        run, step=1, final_step=2, strength=0.35, scale=0.6, evidence=evidence,
+        points=[(0.5, 0.5, True)], chosen=(0.5, 0.5), weights=(step1, emb1),
+    )  # fmt: skip
+    shipped, checkpoint = safetensors.torch.load_file(lora), safetensors.torch.load_file(step1)
+    assert all((shipped[key] == checkpoint[key]).all() for key in checkpoint)
+    assert kept.is_file() and "beat the final step" in (lora.parent / "README.md").read_text()
+
+    args = ["--strengths", "0.55", "--scales", "0.8", "--no-checkpoints", "--floor", "0"]
+    assert main(["recommend", str(run), *args, "--out", str(tmp_path / "report")]) == 0
+    restored = safetensors.torch.load_file(lora)
+    assert all((restored[key] == before[key]).all() for key in before)
+    assert recommended_settings(read_lora_metadata(lora))["checkpoint"] == "step-2 (final)"

@@ -25,6 +25,7 @@ from infer.evaluate.command import Judge, content_images, restyle_all, restyle_s
 from infer.evaluate.recommend import Cell, Recommendation, default_floor, describe, recommend
 from infer.evaluate.recommend_report import RECOMMENDATION_FILE as FILE
 from infer.evaluate.recommend_report import add_to_report
+from infer.lora.recommended import final_files
 from oeuvre.atomic import atomic_write_text
 from oeuvre.inputs import InputError, open_image, prepare
 
@@ -162,7 +163,14 @@ def run(args: argparse.Namespace) -> int:
     report = args.out or run_dir / "report"
     judge = Judge(run_dir / "dataset", [], top_k=3)  # fails early on a run without holdout
     settings = restyle_settings(args, report / "images")
-    settings = dataclasses.replace(settings, strengths=tuple(args.strengths), scales=tuple(args.scales))
+    lora_file, embedding_file = final_files(run_dir)  # the final step's, also after a checkpoint shipped
+    settings = dataclasses.replace(
+        settings,
+        lora_file=lora_file,
+        embedding_file=embedding_file,
+        strengths=tuple(args.strengths),
+        scales=tuple(args.scales),
+    )
     contents = {p.stem: open_image(p) for p in content_images(args.content, report, settings.size_px)}
     candidates = loras(run_dir, settings, report, not args.no_checkpoints)
     n_cells = len(candidates) * len(args.strengths) * len(args.scales)
@@ -232,5 +240,5 @@ def ship(run_dir: Path, settings, result: Recommendation, data: dict, candidates
         evidence=evidence,
         points=points,
         chosen=(choice.content_kept, choice.style),
-        weights=None if choice.step == data["final_step"] else (winner.lora_file, winner.embedding_file),
+        weights=(winner.lora_file, winner.embedding_file),
     )

@@ -73,15 +73,16 @@ def ship_recommendation(
     weights: tuple[Path, Path | None] | None,
 ) -> Path:
     """Rewrite lora/<artist>.safetensors and .kohya.safetensors (atomically) with the recommendation;
-    `weights` (LoRA, embedding) of an earlier checkpoint become the shared files. Returns the LoRA."""
+    `weights` (LoRA, embedding) become the shared files: an earlier checkpoint's (the final step's files
+    kept first), or the final step's back from their kept copy. Returns the LoRA."""
     from infer.lora.tools import load_lora, save_lora
 
     lora_file, emb_file = find_run_lora(run_dir)
-    source = lora_file
-    if weights is not None:
+    if weights is not None and weights[0].resolve() == lora_file.resolve():
+        weights = None  # the shared files already hold these weights
+    if weights is not None and step != final_step:
         keep_final(run_dir, final_step)
-        source = weights[0]
-    lora = load_lora(source)
+    lora = load_lora(weights[0] if weights is not None else lora_file)
     metadata = {k: v for k, v in lora.metadata.items() if not k.startswith(PREFIX)}
     metadata |= {
         "oeuvre.checkpoint": f"step-{step}",
