@@ -306,7 +306,7 @@ class TestState:
     ("setup", "overrides", "must_name"),
     [
         ("none", [], "dataset/train/metadata.jsonl"),
-        ("no-holdout", [], "holdout"),
+        ("no-train", [], "no training images"),  # (no holdout trains: tests/test_reliability.py)
         ("ok", ["train.lora_rank=0"], "train.lora_rank"),
         ("ok", ["train.lr=-1"], "train.lr"),
         ("ok", ["train.resolution_px=100"], "multiple of 8"),
@@ -325,9 +325,7 @@ class TestState:
 def test_bad_input_fails_before_any_model_loads(run_cli, tiny_bases, tmp_path, setup, overrides, must_name):
     out = tmp_path / "run"
     if setup != "none":
-        write_dataset(out / "dataset", TOKEN, n_holdout=0 if setup == "no-holdout" else 1)
-        if setup == "no-holdout":
-            (out / "dataset/holdout/metadata.jsonl").write_text("")
+        write_dataset(out / "dataset", TOKEN, n_train=0 if setup == "no-train" else 4)
     (tmp_path / "CLASS").mkdir()
     flux = tmp_path / "FLUX"
     flux.mkdir()
