@@ -30,6 +30,7 @@ from train.loss import (
 )
 from train.models import Components, add_lora_adapters, load_components, lora_parameters
 from train.pivotal import NewTokens, add_trigger_tokens
+from train.preservation import Preservation
 
 log = logging.getLogger("oeuvre.train")
 
@@ -53,6 +54,7 @@ class Step:
     device: torch.device
     weight_dtype: torch.dtype
     unet: torch.nn.Module | None = None  # the prepared (DDP-wrapped) UNet to train through; None: parts.unet
+    trigger: str = ""  # output preservation swaps it for train.preservation_prompt
 
 
 def training_step(batch: Batch, step: Step, generator: torch.Generator) -> torch.Tensor:
@@ -75,16 +77,29 @@ def training_step(batch: Batch, step: Step, generator: torch.Generator) -> torch
     noisy = step.parts.noise_scheduler.add_noise(latents, noise, timesteps)
     # 3. prediction, conditioned on the captions (and SDXL's pooled embedding and size ids)
     embeddings, pooled = step.encode(batch.captions)
-    added = None if pooled is None else {"text_embeds": pooled, "time_ids": batch.time_ids.to(step.device)}
+    time_ids = batch.time_ids.to(step.device)
+    added = None if pooled is None else {"text_embeds": pooled, "time_ids": time_ids}
+    embeddings = embeddings.to(step.weight_dtype)
+    n = latents.shape[0] - batch.num_class
+    preserve = None
+    if cfg.preservation_weight:  # the class-word prompt too, its target from the base with adapters off
+        preserve = Preservation.make(parts, step, batch.captions[:n], noisy[:n], timesteps[:n], time_ids[:n])
+        noisy, timesteps, embeddings, added = preserve.extend(noisy, timesteps, embeddings, added)
     unet = parts.unet if step.unet is None else step.unet  # through DDP: gradients are all-reduced
-    prediction = unet(noisy, timesteps, embeddings.to(step.weight_dtype), added_cond_kwargs=added).sample
-    # 4. loss: min-SNR weighted MSE; class images weigh prior_loss_weight
+    prediction = unet(noisy, timesteps, embeddings, added_cond_kwargs=added).sample
+    # 4. loss: min-SNR weighted MSE; class images weigh prior_loss_weight, preservation preservation_weight
+    timesteps = timesteps[: latents.shape[0]]
     target = target_for(parts.noise_scheduler, latents, noise, timesteps)
     weights = per_sample_weights(parts.noise_scheduler, timesteps.cpu(), cfg.snr_gamma)
-    n = latents.shape[0] - batch.num_class
     loss = weighted_mse(prediction[:n], target[:n], weights[:n])
     if batch.num_class:
-        loss = loss + cfg.prior_loss_weight * weighted_mse(prediction[n:], target[n:], weights[n:])
+        loss = loss + cfg.prior_loss_weight * weighted_mse(
+            prediction[n : latents.shape[0]], target[n:], weights[n:]
+        )
+    if preserve is not None:
+        loss = loss + cfg.preservation_weight * weighted_mse(
+            prediction[latents.shape[0] :], preserve.target, weights[:n]
+        )
     return loss
 
 
@@ -185,7 +200,7 @@ def setup(config: Config) -> Run:
     global_step = resume(accelerator, paths, cfg)
     accelerator.init_trackers("oeuvre", config=tracker_config(config))
     weights = timestep_weights(cfg, parts.noise_scheduler.config.num_train_timesteps)
-    step = Step(parts, cfg, encode, weights, accelerator.device, weight_dtype, unet)
+    step = Step(parts, cfg, encode, weights, accelerator.device, weight_dtype, unet, config.trigger_token)
     return Run(
         accelerator, paths, parts, step, new_tokens, trained_modules, train_set, holdout_set,
         class_set, latent_cache, optimizer, lr_scheduler, global_step,
