@@ -155,3 +155,86 @@ def test_two_processes_train_with_preservation(tiny_bases, tmp_path):
     write_dataset(tmp_path / "dataset", TOKEN)
     done = launch(tmp_path, tiny_bases["sd15"], "train.max_train_steps=2", "train.preservation_weight=1.0")
     assert done.returncode == 0, done.stderr[-3000:]
+
+
+# -- block presets -----------------------------------------------------------------------------------
+
+
+def lora_blocks_of(unet) -> set[str]:
+    return {
+        name.split(".attn")[0].rsplit(".transformer_blocks", 1)[0]
+        for name, _ in unet.named_modules()
+        if name.endswith(".lora_A")
+    }
+
+
+@pytest.mark.parametrize(
+    ("arch", "overrides", "expected"),
+    [
+        ("sdxl", ["train.lora_blocks=style"], {"up_blocks.0.attentions.1"}),
+        ("sd15", ["train.lora_blocks=style"], {"up_blocks.0.attentions.0", "up_blocks.0.attentions.1"}),
+        (
+            "sd15",
+            ["train.lora_blocks=custom", "train.lora_block_patterns=['down_blocks.*']"],
+            {"down_blocks.1.attentions.0"},
+        ),
+        ("sd15", [], None),
+    ],
+    ids=["sdxl-style", "sd15-style", "sd15-custom", "sd15-all"],
+)
+def test_adapters_land_only_on_the_chosen_blocks(tiny_bases, run_dir, arch, overrides, expected):
+    config = train_config(run_dir, tiny_bases[arch], *overrides)
+    parts = load_components(config.base_model)
+    add_lora_adapters(parts, config.train)
+    blocks = lora_blocks_of(parts.unet)
+    if expected is None:  # all: the down, mid and up attentions alike
+        assert any(b.startswith("down_blocks") for b in blocks) and "mid_block.attentions.0" in blocks
+        assert any(b.startswith("up_blocks") for b in blocks)
+    else:
+        assert blocks == expected
+
+
+def test_block_patterns_that_match_nothing_name_the_blocks_there_are(tiny_bases, run_dir):
+    from oeuvre.errors import BaseModelError
+
+    config = train_config(
+        run_dir, tiny_bases["sd15"], "train.lora_blocks=custom", "train.lora_block_patterns=['up_blocks.7']"
+    )
+    parts = load_components(config.base_model)
+    with pytest.raises(BaseModelError, match="up_blocks.0.attentions"):
+        add_lora_adapters(parts, config.train)
+
+
+def test_a_style_block_lora_converts_inspects_resizes_merges_and_loads(tiny_bases, run_dir):
+    import numpy as np
+    from lora_helpers import img2img_np
+    from safetensors.torch import load_file
+    from test_lora_kohya import A1111_UNET
+    from train_helpers import train_in_process
+
+    from infer.bases.resolve import load_img2img_pipeline
+    from infer.lora.tools import inspect_file, load_lora, merge, resize, save_lora
+
+    config = train_config(
+        run_dir, tiny_bases["sdxl"], "train.max_train_steps=2", "train.lr=5e-2", "train.lora_blocks=style"
+    )
+    lora_file = train_in_process(config)
+    kohya_file = lora_file.with_name("demo.kohya.safetensors")
+    assert all(".up_blocks.0.attentions.1." in key for key in load_file(lora_file))
+    kohya_keys = {key.partition(".")[0] for key in load_file(kohya_file)}
+    assert kohya_keys and all(k.startswith("lora_unet_up_blocks_0_attentions_1_") for k in kohya_keys)
+    assert all(A1111_UNET.fullmatch(k) for k in kohya_keys)
+    back = save_lora(load_lora(kohya_file), run_dir / "back.safetensors", "diffusers")
+    original, returned = load_lora(lora_file).components["unet"], load_lora(back).components["unet"]
+    assert set(original.down) == set(returned.down)
+    assert all(torch.equal(original.up[m], returned.up[m]) for m in original.down)
+    report = inspect_file(kohya_file)
+    assert report["targets"]["unet"]["modules"] == len(original.down)
+    smaller, _ = resize(load_lora(lora_file), 2)
+    assert {m: smaller.components["unet"].rank(m) for m in original.down} == dict.fromkeys(original.down, 2)
+    merged = merge(load_lora(lora_file), load_lora(kohya_file), (0.5, 0.5))
+    assert set(merged.components["unet"].down) == set(original.down)
+    pipe = load_img2img_pipeline(str(tiny_bases["sdxl"]))
+    plain = img2img_np(pipe, "a harbour")
+    pipe.load_lora_weights(str(kohya_file))  # the A1111/ComfyUI layout, through diffusers' converter
+    assert np.abs(img2img_np(pipe, "a harbour") - plain).mean() > 1e-4

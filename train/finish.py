@@ -48,7 +48,7 @@ def save_outputs(
         lora_file,
         arch=parts.arch,
         unet_lora_layers=get_peft_model_state_dict(accelerator.unwrap_model(parts.unet)),
-        unet_lora_config=unet_lora_config(config.train),
+        unet_lora_config=unet_lora_config(config.train, parts),
         text_encoder_lora_layers=encoder_layers[0],
         text_encoder_2_lora_layers=encoder_layers[1],
         text_encoder_lora_config=text_encoder_lora_config(config.train) if encoders else None,
