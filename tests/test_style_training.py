@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import pytest
 import torch
 from train_helpers import reset_accelerate, train_config, write_dataset
@@ -16,6 +18,13 @@ from train.preservation import preservation_captions
 from train.recipe import Step, make_optimizer, prompt_encoder, training_step
 
 TOKEN = "<demo-artist>"
+ONE_PROCESS = dict(
+    process_index=0,
+    num_processes=1,
+    device=torch.device("cpu"),
+    is_local_main_process=False,
+    wait_for_everyone=lambda: None,
+)
 
 
 @pytest.fixture(autouse=True)
@@ -238,3 +247,130 @@ def test_a_style_block_lora_converts_inspects_resizes_merges_and_loads(tiny_base
     plain = img2img_np(pipe, "a harbour")
     pipe.load_lora_weights(str(kohya_file))  # the A1111/ComfyUI layout, through diffusers' converter
     assert np.abs(img2img_np(pipe, "a harbour") - plain).mean() > 1e-4
+
+
+# -- masked loss -------------------------------------------------------------------------------------
+
+FRAME_PX = 8
+FRAME_RGB = (20, 230, 40)  # a loud green frame around a warm painting
+
+
+def framed_dataset(root, masked: bool, mask_value: int = 0):
+    """One framed work (and the held-out one), with a mask that leaves the frame out if `masked`."""
+    import json
+
+    from PIL import Image, ImageDraw
+
+    from train.masks import mask_path
+
+    write_dataset(root, TOKEN, n_train=1)
+    folder = root / "train"
+    row = json.loads((folder / "metadata.jsonl").read_text())
+    image = Image.open(folder / row["file_name"]).convert("RGB")
+    draw = ImageDraw.Draw(image)
+    for inset in range(FRAME_PX):
+        draw.rectangle((inset, inset, image.width - 1 - inset, image.height - 1 - inset), outline=FRAME_RGB)
+    image.save(folder / row["file_name"])
+    import hashlib
+
+    row["sha256"] = hashlib.sha256((folder / row["file_name"]).read_bytes()).hexdigest()
+    (folder / "metadata.jsonl").write_text(json.dumps(row) + "\n")
+    if masked:
+        mask = Image.new("L", image.size, 255)
+        inner = (FRAME_PX, FRAME_PX, image.width - 1 - FRAME_PX, image.height - 1 - FRAME_PX)
+        ImageDraw.Draw(mask).rectangle((0, 0, image.width, image.height), fill=mask_value)
+        ImageDraw.Draw(mask).rectangle(inner, fill=255)
+        path = mask_path(root, row["sha256"])
+        path.parent.mkdir(exist_ok=True)
+        mask.save(path)
+    return root
+
+
+def border_greenness(images) -> float:
+    """Mean (G - (R + B) / 2) over the outer FRAME_PX pixels of each sample, 0..255."""
+    import numpy as np
+
+    values = []
+    for image in images:
+        pixels = np.asarray(image, np.float32)
+        ring = np.ones(pixels.shape[:2], bool)
+        ring[FRAME_PX:-FRAME_PX, FRAME_PX:-FRAME_PX] = False
+        green = pixels[..., 1] - (pixels[..., 0] + pixels[..., 2]) / 2
+        values.append(float(green[ring].mean()))
+    return float(np.mean(values))
+
+
+def frame_and_inside_errors(parts, step, batch, seed: int) -> tuple[float, float]:
+    """The UNet's squared error on the frame cells and on the inside, at the step's own latents, noise
+    and timestep for `seed` (what training_step draws from the same generator)."""
+    from diffusers.models.autoencoders.vae import DiagonalGaussianDistribution
+
+    from train.loss import make_noise, sample_timesteps
+
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        dists = parts.vae.encode(batch.pixels).latent_dist.parameters
+        latents = DiagonalGaussianDistribution(dists).sample(generator=generator)
+        latents = latents * parts.vae.config.scaling_factor
+        noise = make_noise(latents, 0.0, generator)
+        timesteps = sample_timesteps(step.timestep_weights, 1, generator)
+        embeddings, _ = step.encode(batch.captions)
+        noisy = parts.noise_scheduler.add_noise(latents, noise, timesteps)
+        error = (parts.unet(noisy, timesteps, embeddings).sample - noise).pow(2).mean(1)[0]
+    frame = torch.ones(latents.shape[-2:], dtype=torch.bool)
+    cells = FRAME_PX * latents.shape[-1] // 64
+    frame[cells:-cells, cells:-cells] = False
+    return float(error[frame].mean()), float(error[~frame].mean())
+
+
+def test_an_all_ones_mask_is_the_unmasked_loss_exactly(tiny_bases, tmp_path):
+    from train.batches import fill_latent_cache
+    from train.cache import LatentCache
+
+    framed_dataset(tmp_path / "dataset", masked=True, mask_value=255)  # the mask file is all ones
+    config = train_config(tmp_path, tiny_bases["sd15"], "train.mask_floor_weight=0")
+    parts, images, step = make_step(config)
+    masked = make_batch([0], images, None, config.train, None, torch.Generator().manual_seed(0))
+    assert masked.masks is not None and bool((masked.masks == 1).all())
+    plain = train_config(tmp_path, tiny_bases["sd15"], "train.masked_loss=false").train
+    unmasked = make_batch([0], images, None, plain, None, torch.Generator().manual_seed(0))
+    assert unmasked.masks is None
+    with torch.no_grad():
+        a = training_step(masked, step, torch.Generator().manual_seed(1))
+        b = training_step(unmasked, step, torch.Generator().manual_seed(1))
+        assert torch.equal(a, b)
+        cache = LatentCache(tmp_path / "cache", parts.vae)  # cached latents carry their masks
+        fill_latent_cache(cache, images, None, parts.vae, SimpleNamespace(**ONE_PROCESS))
+        cached = make_batch([0], images, None, config.train, cache, torch.Generator().manual_seed(0))
+        assert cached.latent_dists is not None and cached.masks is not None
+        assert torch.equal(training_step(cached, step, torch.Generator().manual_seed(1)), a)
+
+
+def test_a_masked_frame_is_not_learnt_and_an_unmasked_one_is(tiny_bases, tmp_path):
+    errors = {}
+    for masked in (False, True):
+        root = tmp_path / str(masked)
+        framed_dataset(root / "dataset", masked)
+        config = train_config(
+            root,
+            tiny_bases["sd15"],
+            "train.lr=2e-2",
+            "train.snr_gamma=null",
+            "train.pivotal_tuning=false",
+            "train.mask_floor_weight=0",
+        )
+        parts, images, step = make_step(config)
+        optimizer = make_optimizer(config.train, parts, [], [])
+        batch = make_batch([0], images, None, config.train, None, torch.Generator().manual_seed(0))
+        assert (batch.masks is not None) == masked
+        before = frame_and_inside_errors(parts, step, batch, 1)
+        for _ in range(6):  # the same noise each step: the model fits exactly what the loss sees
+            training_step(batch, step, torch.Generator().manual_seed(1)).backward()
+            optimizer.step()
+            optimizer.zero_grad()
+        errors[masked] = (before, frame_and_inside_errors(parts, step, batch, 1))
+    (frame_before, inside_before), (frame_plain, inside_plain) = errors[False]
+    _, (frame_masked, inside_masked) = errors[True]
+    assert frame_plain < 0.95 * frame_before, errors  # without the mask the frame is learnt
+    assert frame_masked > 0.98 * frame_before, errors  # with it, not at all
+    assert inside_masked < 0.95 * inside_before and inside_plain < 0.95 * inside_before, errors

@@ -28,6 +28,7 @@ from train.loss import (
     timestep_weights,
     weighted_mse,
 )
+from train.masks import loss_weights, to_latent_grid
 from train.models import Components, add_lora_adapters, load_components, lora_parameters
 from train.pivotal import NewTokens, add_trigger_tokens
 from train.preservation import Preservation
@@ -91,7 +92,11 @@ def training_step(batch: Batch, step: Step, generator: torch.Generator) -> torch
     timesteps = timesteps[: latents.shape[0]]
     target = target_for(parts.noise_scheduler, latents, noise, timesteps)
     weights = per_sample_weights(parts.noise_scheduler, timesteps.cpu(), cfg.snr_gamma)
-    loss = weighted_mse(prediction[:n], target[:n], weights[:n])
+    pixel_weights = None
+    if batch.masks is not None:  # frames, signatures: weigh mask_floor_weight where the mask is 0
+        grid = to_latent_grid(batch.masks.to(step.device), tuple(latents.shape[-2:]))
+        pixel_weights = loss_weights(grid, cfg.mask_floor_weight)
+    loss = weighted_mse(prediction[:n], target[:n], weights[:n], pixel_weights)
     if batch.num_class:
         loss = loss + cfg.prior_loss_weight * weighted_mse(
             prediction[n : latents.shape[0]], target[n:], weights[n:]
