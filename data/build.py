@@ -22,6 +22,7 @@ from data.captions import AutoCaptioner, check_template, render_caption
 from data.card import render_card
 from data.curate import FactsCache, Record, curate
 from data.dedupe import group_near_duplicates
+from data.masks import work_mask
 from data.report import build_report, reason_counts, write_report_html, write_report_json
 from data.sources import Candidate, describe_source, iter_source
 from data.split import split_groups
@@ -29,7 +30,7 @@ from oeuvre.atomic import atomic_directory, atomic_write_text
 from oeuvre.config import to_plain
 from oeuvre.config_schema import Config
 from oeuvre.errors import OeuvreError
-from oeuvre.paths import RunPaths
+from oeuvre.paths import MASKS_FOLDER, RunPaths
 from oeuvre.phash import from_hex, hamming
 
 SPLITS = ("train", "holdout")
@@ -133,6 +134,7 @@ def build_dataset(config: Config, workers: int = 2, progress: bool = True) -> Bu
             },
         )
         record.file_name = file_name(record)
+    masks = work_masks(kept, root, data.detect_frames)
 
     report = build_report(records, header)
     with atomic_directory(paths.dataset, overwrite=True) as tmp:
@@ -145,6 +147,9 @@ def build_dataset(config: Config, workers: int = 2, progress: bool = True) -> Bu
                 tmp / split / "metadata.jsonl",
                 "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows),
             )
+        for sha256, mask in masks.items():
+            (tmp / MASKS_FOLDER).mkdir(exist_ok=True)
+            mask.save(tmp / MASKS_FOLDER / f"{sha256}.png")
         write_report_json(tmp / "report.json", report)
         write_report_html(tmp / "report.html", report, records, root)
         atomic_write_text(
@@ -215,6 +220,20 @@ def metadata_row(record: Record) -> dict:
             value = int(match.group()) if match else None
         row[key] = None if value is None else (value if key == "year" else str(value))
     return row
+
+
+def work_masks(records: list[Record], root: Path, detect_frames: bool) -> dict:
+    """sha256 -> loss mask for every work that has one (sidecar, alpha, detected frame); each
+    record notes where its mask came from."""
+    from PIL import Image
+
+    masks = {}
+    for record in records:
+        with Image.open(root / record.image) as opened:
+            mask, record.mask = work_mask(record.source, record.kind, opened.convert("RGB"), detect_frames)
+        if mask is not None:
+            masks[record.sha256] = mask
+    return masks
 
 
 def place(source: Path, target: Path) -> None:

@@ -71,6 +71,7 @@ class DataConfig:
     download_retries: int = rule(ge=0)
     download_max_bytes: int = rule(gt=0)
     max_works: int | None = rule(gt=0)
+    detect_frames: bool
     license: str = rule(nonempty=True)
 
 

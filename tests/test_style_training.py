@@ -374,3 +374,55 @@ def test_a_masked_frame_is_not_learnt_and_an_unmasked_one_is(tiny_bases, tmp_pat
     assert frame_plain < 0.95 * frame_before, errors  # without the mask the frame is learnt
     assert frame_masked > 0.98 * frame_before, errors  # with it, not at all
     assert inside_masked < 0.95 * inside_before and inside_plain < 0.95 * inside_before, errors
+
+
+# -- masks from curation -----------------------------------------------------------------------------
+
+
+def test_curation_writes_masks_from_frames_sidecars_and_alpha_and_reports_them(tmp_path):
+    import json
+
+    import numpy as np
+    from PIL import Image, ImageDraw
+    from train_helpers import painted
+
+    from data.build import build_dataset
+    from data.masks import detect_frame
+    from oeuvre.config import PROJECT_CONFIGS, load_config
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    framed = painted(1, (96, 96))
+    ImageDraw.Draw(framed).rectangle((0, 0, 95, 95), outline=FRAME_RGB, width=6)
+    framed.save(folder / "framed.png")
+    painted(2, (96, 96)).save(folder / "plain.png")
+    painted(3, (96, 96)).save(folder / "signed.png")
+    signature = Image.new("L", (96, 96), 255)
+    ImageDraw.Draw(signature).rectangle((70, 80, 95, 95), fill=0)
+    signature.save(folder / "signed.mask.png")  # a sidecar, not a work
+    cutout = painted(4, (96, 96)).convert("RGBA")
+    cutout.putalpha(
+        Image.fromarray(np.where(np.arange(96)[None, :] < 20, 0, 255).repeat(96, 0).astype(np.uint8))
+    )
+    cutout.save(folder / "cutout.png")
+    config = load_config(
+        PROJECT_CONFIGS / "demo.yaml",
+        [f"data.sources=[{{folder: {folder}}}]", f"output_dir={tmp_path / 'out'}", "data.min_side_px=48",
+         "data.holdout_fraction=0", "data.detect_frames=true"],
+    )  # fmt: skip
+    result = build_dataset(config, progress=False)
+    assert detect_frame(painted(2, (96, 96))) is None
+    report = json.loads((result.dataset_dir / "report.json").read_text())
+    items = {item["source"].rsplit("/", 1)[-1]: item for item in report["items"]}
+    assert set(items) == {"framed.png", "plain.png", "signed.png", "cutout.png"}
+    assert items["framed.png"]["mask"] == {"from": ["frame"], "frame": [6, 6, 90, 90]}
+    assert "mask" not in items["plain.png"]
+    assert items["signed.png"]["mask"]["from"] == ["sidecar"]
+    assert items["cutout.png"]["mask"]["from"] == ["alpha"]
+    masks = {name: result.dataset_dir / "masks" / f"{item['sha256']}.png" for name, item in items.items()}
+    assert not masks["plain.png"].exists()
+    frame_mask = np.asarray(Image.open(masks["framed.png"]))
+    assert frame_mask[:6].max() == 0 and frame_mask[6:90, 6:90].min() == 255
+    assert np.asarray(Image.open(masks["signed.png"]))[85, 80] == 0
+    assert np.asarray(Image.open(masks["cutout.png"]))[50, :20].max() == 0
+    assert "mask: frame" in (result.dataset_dir / "report.html").read_text()

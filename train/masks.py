@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image, ImageOps
 
-MASKS_FOLDER = "masks"
+from oeuvre.paths import MASKS_FOLDER
 
 
 def mask_path(dataset_dir: Path, sha256: str) -> Path:
