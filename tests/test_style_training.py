@@ -154,7 +154,28 @@ def test_a_run_with_preservation_accumulation_and_text_encoder_lora_trains(tiny_
         "train.train_text_encoder=true",
         "train.preservation_weight=1.0",
     )
-    assert train_in_process(config).is_file()
+    import json
+
+    from PIL import Image
+
+    from infer.lora.tools import inspect_file
+    from train.masks import mask_path
+
+    first = json.loads((run_dir / "dataset" / "train" / "metadata.jsonl").read_text().splitlines()[0])
+    mask_path(run_dir / "dataset", first["sha256"]).parent.mkdir()
+    Image.new("L", (first["width"], first["height"]), 128).save(
+        mask_path(run_dir / "dataset", first["sha256"])
+    )
+    lora_file = train_in_process(config)  # with the cache on (the demo's default): masks cached too
+    style = inspect_file(lora_file)["style_training"]
+    assert style == {
+        "output_preservation": "weight 1.0, trigger -> 'a painter'",
+        "lora_blocks": "all",
+        "masked_loss": "1 of 4 works, floor 0.05",
+    }
+    card = (lora_file.parent / "README.md").read_text()
+    assert "| output preservation | weight 1.0, trigger -> 'a painter' |" in card
+    assert "| masked loss | 1 of 4 works, floor 0.05 |" in card
 
 
 @pytest.mark.slow
@@ -239,6 +260,8 @@ def test_a_style_block_lora_converts_inspects_resizes_merges_and_loads(tiny_base
     assert all(torch.equal(original.up[m], returned.up[m]) for m in original.down)
     report = inspect_file(kohya_file)
     assert report["targets"]["unet"]["modules"] == len(original.down)
+    assert report["style_training"]["lora_blocks"] == "up_blocks.0.attentions.1"
+    assert "| LoRA blocks | up_blocks.0.attentions.1 |" in (lora_file.parent / "README.md").read_text()
     smaller, _ = resize(load_lora(lora_file), 2)
     assert {m: smaller.components["unet"].rank(m) for m in original.down} == dict.fromkeys(original.down, 2)
     merged = merge(load_lora(lora_file), load_lora(kohya_file), (0.5, 0.5))

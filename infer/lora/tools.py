@@ -24,7 +24,7 @@ from infer.lora.files import (
     save_lora_file,
 )
 from infer.lora.kohya import ComponentLora
-from infer.lora.metadata import for_file, summary
+from infer.lora.metadata import for_file, style_training, summary
 
 if TYPE_CHECKING:
     import torch
@@ -166,6 +166,7 @@ def inspect_file(path: str | Path) -> dict[str, Any]:
         "targets": targets,
         "parameters": _parameter_count(lora.components),
         "trigger": summary(metadata)["trigger"],
+        "style_training": style_training(metadata),
         "metadata": metadata,
     }
 
