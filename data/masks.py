@@ -11,6 +11,7 @@ what it found in report.json (`mask`) and on the contact sheet."""
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,7 @@ STRIP_STD_MAX = 8.0  # a strip line is uniform when no channel varies more than 
 STRIP_COLOUR_TOLERANCE = 16.0  # ... and its mean stays this close to the outermost line's colour
 SIDES_COLOUR_TOLERANCE = 48.0  # the four strips: one frame, possibly shaded differently per side
 MIN_STRIP_SHARE, MAX_STRIP_SHARE = 0.01, 0.25  # of the side's length
+DETECT_MAX_PX = 512
 
 
 def is_sidecar_mask(path: Path) -> bool:
@@ -47,7 +49,22 @@ def _strip(lines: np.ndarray, limit: int) -> tuple[int, np.ndarray]:
 
 
 def detect_frame(image: Image.Image) -> tuple[int, int, int, int] | None:
-    """The picture inside a uniform frame or border as (left, top, right, bottom), or None."""
+    """The picture inside a uniform frame or border as (left, top, right, bottom), or None.
+
+    Large works are measured on a copy at most DETECT_MAX_PX on a side (a frame is wide enough to
+    survive that), the box scaled back and rounded inwards."""
+    scale = min(1.0, DETECT_MAX_PX / max(image.size))
+    if scale < 1.0:
+        small = image.resize((round(image.width * scale), round(image.height * scale)), Image.BOX)
+        box = _detect(small)
+        if box is None:
+            return None
+        left, top, right, bottom = (v / scale for v in box)
+        return math.ceil(left), math.ceil(top), math.floor(right), math.floor(bottom)
+    return _detect(image)
+
+
+def _detect(image: Image.Image) -> tuple[int, int, int, int] | None:
     pixels = np.asarray(image.convert("RGB"), dtype=np.float32)
     height, width = pixels.shape[:2]
     sides = {

@@ -435,6 +435,8 @@ def test_curation_writes_masks_from_frames_sidecars_and_alpha_and_reports_them(t
     )  # fmt: skip
     result = build_dataset(config, progress=False)
     assert detect_frame(painted(2, (96, 96))) is None
+    big = framed.resize((1920, 1920), Image.NEAREST)  # measured on a smaller copy, scaled back
+    assert detect_frame(big) == (120, 120, 1800, 1800)
     report = json.loads((result.dataset_dir / "report.json").read_text())
     items = {item["source"].rsplit("/", 1)[-1]: item for item in report["items"]}
     assert set(items) == {"framed.png", "plain.png", "signed.png", "cutout.png"}
