@@ -22,6 +22,7 @@ from data.captions import AutoCaptioner, check_template, render_caption
 from data.card import render_card
 from data.curate import FactsCache, Record, curate
 from data.grouping import group_works
+from data.masks import work_mask
 from data.report import build_report, reason_counts, write_report_html, write_report_json
 from data.sources import Candidate, describe_source, iter_source
 from data.split import split_groups
@@ -29,7 +30,7 @@ from oeuvre.atomic import atomic_directory, atomic_write_text
 from oeuvre.config import to_plain
 from oeuvre.config_schema import Config
 from oeuvre.errors import OeuvreError
-from oeuvre.paths import RunPaths
+from oeuvre.paths import MASKS_FOLDER, RunPaths
 
 SPLITS = ("train", "holdout")
 METADATA_KEYS = ("title", "year", "genre", "style")
@@ -84,8 +85,9 @@ def build_dataset(config: Config, workers: int = 2, progress: bool = True) -> Bu
             },
         )
         record.file_name = file_name(record)
+    masks = work_masks(kept, root, data.detect_frames)  # before the report: it lists each work's mask
     report = build_report(records, header)
-    write_dataset(config, paths, root, kept, records, report)
+    write_dataset(config, paths, root, kept, records, report, masks)
     return BuildResult(dataset_dir=paths.dataset, records=records, counts=report["counts"], decoded=decoded)
 
 
@@ -158,9 +160,9 @@ def assign_splits(config: Config, records: list[Record], root: Path) -> list[Rec
     return kept
 
 
-def write_dataset(config: Config, paths, root: Path, kept, records, report: dict) -> None:
-    """train/ and holdout/ (images + metadata.jsonl), report.json, report.html and the card, as one
-    folder that replaces the previous dataset only once it is whole."""
+def write_dataset(config: Config, paths, root: Path, kept, records, report: dict, masks: dict) -> None:
+    """train/ and holdout/ (images + metadata.jsonl), masks/, report.json, report.html and the card, as
+    one folder that replaces the previous dataset only once it is whole."""
     data = config.data
     with atomic_directory(paths.dataset, overwrite=True) as tmp:
         for split in SPLITS:
@@ -172,6 +174,9 @@ def write_dataset(config: Config, paths, root: Path, kept, records, report: dict
                 tmp / split / "metadata.jsonl",
                 "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows),
             )
+        for sha256, mask in masks.items():
+            (tmp / MASKS_FOLDER).mkdir(exist_ok=True)
+            mask.save(tmp / MASKS_FOLDER / f"{sha256}.png")
         write_report_json(tmp / "report.json", report)
         write_report_html(tmp / "report.html", report, records, root)
         atomic_write_text(
@@ -218,6 +223,20 @@ def metadata_row(record: Record) -> dict:
             value = int(match.group()) if match else None
         row[key] = None if value is None else (value if key == "year" else str(value))
     return row
+
+
+def work_masks(records: list[Record], root: Path, detect_frames: bool) -> dict:
+    """sha256 -> loss mask for every work that has one (sidecar, alpha, detected frame); each
+    record notes where its mask came from."""
+    from PIL import Image
+
+    masks = {}
+    for record in records:
+        with Image.open(root / record.image) as opened:
+            mask, record.mask = work_mask(record.source, record.kind, opened.convert("RGB"), detect_frames)
+        if mask is not None:
+            masks[record.sha256] = mask
+    return masks
 
 
 def place(source: Path, target: Path) -> None:

@@ -56,6 +56,7 @@ class Record:
     split: str | None = None
     file_name: str | None = None
     text: str | None = None
+    mask: dict[str, Any] | None = None  # what its loss mask came from (data/masks.py)
 
     def reject(self, code: str, reason: str, status: str = "rejected") -> None:
         self.status, self.code, self.reason = status, code, reason

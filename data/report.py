@@ -50,6 +50,8 @@ def item_entry(record: Record, records: Sequence[Record]) -> dict[str, Any]:
         "group": records[record.group].source if record.group is not None else None,
         "group_reason": record.group_reason,
     }
+    if record.mask:
+        entry["mask"] = record.mask  # {"from": [sidecar, alpha, frame], "frame": [left, top, right, bottom]}
     return entry
 
 
@@ -91,9 +93,26 @@ def write_report_json(path: Path, report: dict[str, Any]) -> None:
 
 def _thumb(cache_root: Path, record: Record) -> str:
     if record.thumb and (cache_root / record.thumb).is_file():
-        data = base64.b64encode((cache_root / record.thumb).read_bytes()).decode("ascii")
+        data = (cache_root / record.thumb).read_bytes()
+        if record.mask and "frame" in record.mask:
+            data = _with_frame_drawn(data, record.mask["frame"], record.width or 1)
+        data = base64.b64encode(data).decode("ascii")
         return f'<img src="data:image/jpeg;base64,{data}" alt="">'
     return '<div class="none">no image</div>'
+
+
+def _with_frame_drawn(thumb: bytes, box: list[int], width: int) -> bytes:
+    """The thumbnail with the detected frame's inner edge outlined in red: what training keeps."""
+    import io
+
+    from PIL import Image, ImageDraw
+
+    image = Image.open(io.BytesIO(thumb)).convert("RGB")
+    scale = image.width / width
+    ImageDraw.Draw(image).rectangle([round(v * scale) for v in box], outline=(255, 0, 0), width=2)
+    out = io.BytesIO()
+    image.save(out, "JPEG", quality=80)
+    return out.getvalue()
 
 
 def _tile(cache_root: Path, record: Record, records: Sequence[Record]) -> str:
@@ -104,6 +123,8 @@ def _tile(cache_root: Path, record: Record, records: Sequence[Record]) -> str:
         lines.append(f'<div class="why">{record.split} · {size}</div>')
         if record.group is not None and record.group != record.index:
             lines.append(f'<div class="why group">{html.escape(record.group_reason or "")}</div>')
+        if record.mask:
+            lines.append(f'<div class="why">mask: {", ".join(record.mask["from"])}</div>')
     else:
         lines.append(f'<div class="why">{html.escape(record.reason or "")}</div>')
     return f'<figure class="{record.status}">{_thumb(cache_root, record)}{"".join(lines)}</figure>'

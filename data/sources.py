@@ -17,6 +17,7 @@ from typing import Any
 
 from data import download
 from data.decode import Rejected
+from data.masks import is_sidecar_mask
 from oeuvre.config_schema import DataConfig, FolderSource, HubSource, Source, UrlListSource
 from oeuvre.errors import OeuvreError
 
@@ -123,7 +124,7 @@ def _walk(root: Path, skip: Path | None) -> Iterator[Candidate]:
                 continue
             path = Path(dirpath) / name
             suffix = path.suffix.lower()
-            if suffix in COMPANION_EXTENSIONS:
+            if suffix in COMPANION_EXTENSIONS or is_sidecar_mask(path):
                 continue
             if suffix not in IMAGE_EXTENSIONS:
                 yield Candidate(

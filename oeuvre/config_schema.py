@@ -71,6 +71,7 @@ class DataConfig:
     download_retries: int = rule(ge=0)
     download_max_bytes: int = rule(gt=0)
     max_works: int | None = rule(gt=0)
+    detect_frames: bool
     license: str = rule(nonempty=True)
 
 
@@ -107,6 +108,12 @@ class TrainConfig:
     generate_class_images: bool
     num_class_images: int = rule(ge=0)
     prior_loss_weight: float = rule(ge=0)
+    preservation_weight: float = rule(ge=0)
+    preservation_prompt: str = rule(nonempty=True)
+    lora_blocks: Literal["all", "style", "custom"]
+    lora_block_patterns: tuple[str, ...]
+    masked_loss: bool
+    mask_floor_weight: float = rule(ge=0, le=1)
     center_crop: bool
     random_flip: bool
     caption_dropout: float = rule(ge=0, le=1)

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+MASKS_FOLDER = "masks"  # <dataset>/masks/<sha256>.png: a work's loss mask (data/ and train/masks.py)
+
 
 @dataclass(frozen=True)
 class RunPaths:

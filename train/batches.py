@@ -17,6 +17,7 @@ from oeuvre.config_schema import TrainConfig
 from train.buckets import epoch_batches
 from train.cache import LatentCache
 from train.images import ArtistImages, to_bucket
+from train.masks import mask_to_bucket, open_mask, to_latent_grid
 
 
 @dataclass
@@ -26,6 +27,7 @@ class Batch:
     pixels: torch.Tensor | None
     time_ids: torch.Tensor  # SDXL micro-conditioning: original size, crop corner, target size
     num_class: int  # the last num_class samples are prior-preservation (class) images
+    masks: torch.Tensor | None = None  # instance samples' loss masks [n, 1, h, w]; None: unmasked
 
 
 def step_generator(seed: int, position: int) -> torch.Generator:
@@ -68,9 +70,10 @@ def make_batch(
         bucket = examples[0].bucket
         picks = torch.randint(len(class_set), (len(examples),), generator=generator).tolist()
         examples += [class_set.example(i, bucket) for i in picks]
-    cached = [cache.get(e.key, e.bucket) for e in examples] if cache is not None else [None]
+    cached = [cache.entry(e.key, e.bucket) for e in examples] if cache is not None else [None]
     from_cache = all(c is not None for c in cached)
-    captions, pixels, time_ids = [], [], []
+    use_masks = cfg.masked_loss and any(e.mask_file is not None for e in examples[: len(indices)])
+    captions, pixels, time_ids, masks = [], [], [], []
     for number, example in enumerate(examples):
         caption = example.caption
         if (
@@ -86,15 +89,27 @@ def make_batch(
         else:
             tensor, (top, left) = to_bucket(example.image, example.bucket, cfg.center_crop, flip, generator)
             pixels.append(tensor)
+        if use_masks and number < len(indices):
+            masks.append(work_mask(example, cached[number] if from_cache else None, (top, left), flip))
         width, height = example.bucket
         time_ids.append(torch.tensor([example.size[1], example.size[0], top, left, height, width]))
     return Batch(
         captions=captions,
-        latent_dists=torch.stack(cached) if from_cache else None,
+        latent_dists=torch.stack([c["latent_dist"] for c in cached]) if from_cache else None,
         pixels=None if from_cache else torch.stack(pixels),
         time_ids=torch.stack(time_ids).float(),
         num_class=len(examples) - len(indices),
+        masks=torch.stack(masks) if masks else None,
     )
+
+
+def work_mask(example, cached: dict | None, corner: tuple[int, int], flip: bool) -> torch.Tensor:
+    """The cached latent-grid mask, or the mask file cropped like the work (ones where there is none)."""
+    if cached is not None:
+        return cached["mask"] if "mask" in cached else torch.ones(1, *cached["latent_dist"].shape[-2:])
+    if example.mask_file is None:
+        return torch.ones(1, example.bucket[1], example.bucket[0])
+    return mask_to_bucket(open_mask(example.mask_file), example.size, example.bucket, corner, flip)
 
 
 def center_crop_corner(size: tuple[int, int], bucket: tuple[int, int]) -> tuple[int, int]:
@@ -132,10 +147,15 @@ def fill_latent_cache(
         pixels, _ = to_bucket(example.image, bucket, True, False, torch.Generator())
         with torch.no_grad():
             dist = vae.encode(pixels[None].to(accelerator.device, vae.dtype)).latent_dist.parameters[0]
-        cache.put(example.key, bucket, dist)
+        mask = None
+        if example.mask_file is not None:
+            corner = center_crop_corner(example.size, bucket)
+            pixel_mask = mask_to_bucket(open_mask(example.mask_file), example.size, bucket, corner, False)
+            mask = to_latent_grid(pixel_mask, tuple(dist.shape[-2:]))
+        cache.put(example.key, bucket, dist, mask)
     accelerator.wait_for_everyone()
 
 
 def _key(job) -> tuple[str, tuple[int, int]]:
     images, index, bucket = job
-    return images.rows[index]["sha256"], bucket
+    return images.key(index), bucket

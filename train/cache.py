@@ -29,18 +29,25 @@ class LatentCache:
         self.folder = folder / vae_fingerprint(vae)
 
     def path(self, key: str, bucket: tuple[int, int]) -> Path:
-        return self.folder / f"{key[:32]}_{bucket[0]}x{bucket[1]}.safetensors"
+        # key: a sha256, maybe followed by its mask's digest (kept whole)
+        return self.folder / f"{key[:32]}{key[64:]}_{bucket[0]}x{bucket[1]}.safetensors"
 
     def get(self, key: str, bucket: tuple[int, int]) -> torch.Tensor | None:
-        path = self.path(key, bucket)
-        if not path.is_file():
-            return None
-        return load_file(path)["latent_dist"]
+        entry = self.entry(key, bucket)
+        return None if entry is None else entry["latent_dist"]
 
-    def put(self, key: str, bucket: tuple[int, int], parameters: torch.Tensor) -> None:
-        atomic_write_bytes(
-            self.path(key, bucket), save({"latent_dist": parameters.detach().float().cpu().contiguous()})
-        )
+    def entry(self, key: str, bucket: tuple[int, int]) -> dict[str, torch.Tensor] | None:
+        """`latent_dist`, and `mask` (on the latent grid) for a masked work."""
+        path = self.path(key, bucket)
+        return load_file(path) if path.is_file() else None
+
+    def put(
+        self, key: str, bucket: tuple[int, int], parameters: torch.Tensor, mask: torch.Tensor | None = None
+    ) -> None:
+        tensors = {"latent_dist": parameters.detach().float().cpu().contiguous()}
+        if mask is not None:
+            tensors["mask"] = mask.detach().float().cpu().contiguous()
+        atomic_write_bytes(self.path(key, bucket), save(tensors))
 
 
 class PromptCache:

@@ -11,6 +11,7 @@ from infer.lora.metadata import for_file, run_metadata
 from infer.lora.model_card import write_model_card
 from infer.lora.tools import load_lora, save_lora
 from oeuvre.config_schema import Config
+from train.blocks import block_patterns
 from train.models import text_encoder_lora_config, unet_lora_config
 from train.pivotal import embedding_file_tensors
 
@@ -41,6 +42,8 @@ def save_outputs(
         image_sha256s=[row["sha256"] for row in train_set.rows],
         holdout_works=holdout_works,
         prediction_type=parts.noise_scheduler.config.prediction_type,
+        lora_blocks=block_patterns(config.train, parts.unet.config, parts.arch),
+        masked_works=sum(row.get("mask_file") is not None for row in train_set.rows),
     )
     encoders = parts.text_encoders if config.train.train_text_encoder else []
     encoder_layers = [get_peft_model_state_dict(encoder) for encoder in encoders] + [None, None]
@@ -48,7 +51,7 @@ def save_outputs(
         lora_file,
         arch=parts.arch,
         unet_lora_layers=get_peft_model_state_dict(accelerator.unwrap_model(parts.unet)),
-        unet_lora_config=unet_lora_config(config.train),
+        unet_lora_config=unet_lora_config(config.train, parts),
         text_encoder_lora_layers=encoder_layers[0],
         text_encoder_2_lora_layers=encoder_layers[1],
         text_encoder_lora_config=text_encoder_lora_config(config.train) if encoders else None,

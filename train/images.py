@@ -17,6 +17,7 @@ from PIL import Image, ImageOps
 
 from oeuvre.errors import OeuvreError
 from train.buckets import nearest_bucket
+from train.masks import mask_digest, mask_path
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff"}
 
@@ -32,6 +33,7 @@ class Example:
     bucket: tuple[int, int]
     size: tuple[int, int]  # (width, height) from the metadata, known without decoding
     load: Callable[[], Image.Image]
+    mask_file: Path | None = None  # what to learn (white) and not (black); None: all of it
 
     @cached_property
     def image(self) -> Image.Image:
@@ -72,6 +74,10 @@ class ArtistImages:
         # Images decode lazily, one at a time; only the small columns are read up front.
         meta = dataset.select_columns(["text", "sha256", "width", "height"]).to_list()
         rows = [dict(m, load=lambda i=i: dataset[i]["image"]) for i, m in enumerate(meta)]
+        for row in rows:
+            path = mask_path(dataset_dir, row["sha256"])
+            if path.is_file():  # the mask is part of the key: cached latents carry it
+                row.update(mask_file=path, key=f"{row['sha256']}-mask-{mask_digest(path)}")
         return cls(rows, buckets, str(folder))
 
     @classmethod
@@ -99,7 +105,12 @@ class ArtistImages:
     def example(self, index: int, bucket: tuple[int, int] | None = None) -> Example:
         row = self.rows[index]
         bucket = bucket or self.bucket_of[index]
-        return Example(row["text"], row["sha256"], bucket, (row["width"], row["height"]), row["load"])
+        size = (row["width"], row["height"])
+        return Example(row["text"], self.key(index), bucket, size, row["load"], row.get("mask_file"))
+
+    def key(self, index: int) -> str:
+        """Names the work's cached latents: its content hash, and its mask's when it has one."""
+        return self.rows[index].get("key", self.rows[index]["sha256"])
 
 
 def _open(path: Path) -> Image.Image:

@@ -60,6 +60,12 @@ def per_sample_weights(noise_scheduler, timesteps: torch.Tensor, snr_gamma: floa
     return torch.where(snr > 0, clipped / snr.clamp(min=1e-12), torch.ones_like(snr))
 
 
-def weighted_mse(pred: torch.Tensor, target: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
-    per_sample = (pred.float() - target.float()).pow(2).mean(dim=list(range(1, pred.ndim)))
+def weighted_mse(
+    pred: torch.Tensor, target: torch.Tensor, weights: torch.Tensor, pixel_weights: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Per-sample weighted MSE; `pixel_weights` ([n, 1, h, w], masked loss) scale each latent cell."""
+    squared = (pred.float() - target.float()).pow(2)
+    if pixel_weights is not None:
+        squared = squared * pixel_weights.to(squared)
+    per_sample = squared.mean(dim=list(range(1, pred.ndim)))
     return (per_sample * weights.to(per_sample)).mean()

@@ -77,8 +77,11 @@ def lora_config(cfg: TrainConfig, target_modules: list[str]):
     )
 
 
-def unet_lora_config(cfg: TrainConfig):
-    return lora_config(cfg, list(cfg.lora_target_modules))
+def unet_lora_config(cfg: TrainConfig, components: Components):
+    """train.lora_target_modules in every block, or in the blocks train.lora_blocks picks."""
+    from train.blocks import unet_target_modules
+
+    return lora_config(cfg, unet_target_modules(cfg, components.unet, components.arch))
 
 
 def text_encoder_lora_config(cfg: TrainConfig):
@@ -93,7 +96,7 @@ def add_lora_adapters(components: Components, cfg: TrainConfig) -> None:
     from peft import inject_adapter_in_model
 
     try:
-        components.unet.add_adapter(unet_lora_config(cfg))
+        components.unet.add_adapter(unet_lora_config(cfg, components))
     except ValueError as exc:
         raise BaseModelError(f"train.lora_target_modules {list(cfg.lora_target_modules)}: {exc}") from exc
     if cfg.train_text_encoder:

@@ -28,8 +28,11 @@ from train.loss import (
     timestep_weights,
     weighted_mse,
 )
-from train.models import Components, add_lora_adapters, load_components, lora_parameters
+from train.masks import loss_weights, to_latent_grid
+from train.models import Components, add_lora_adapters, load_components
+from train.optimizer import make_optimizer
 from train.pivotal import NewTokens, add_trigger_tokens
+from train.preservation import Preservation
 
 log = logging.getLogger("oeuvre.train")
 
@@ -53,6 +56,7 @@ class Step:
     device: torch.device
     weight_dtype: torch.dtype
     unet: torch.nn.Module | None = None  # the prepared (DDP-wrapped) UNet to train through; None: parts.unet
+    trigger: str = ""  # output preservation swaps it for train.preservation_prompt
 
 
 def training_step(batch: Batch, step: Step, generator: torch.Generator) -> torch.Tensor:
@@ -75,16 +79,33 @@ def training_step(batch: Batch, step: Step, generator: torch.Generator) -> torch
     noisy = step.parts.noise_scheduler.add_noise(latents, noise, timesteps)
     # 3. prediction, conditioned on the captions (and SDXL's pooled embedding and size ids)
     embeddings, pooled = step.encode(batch.captions)
-    added = None if pooled is None else {"text_embeds": pooled, "time_ids": batch.time_ids.to(step.device)}
+    time_ids = batch.time_ids.to(step.device)
+    added = None if pooled is None else {"text_embeds": pooled, "time_ids": time_ids}
+    embeddings = embeddings.to(step.weight_dtype)
+    n = latents.shape[0] - batch.num_class
+    preserve = None
+    if cfg.preservation_weight:  # the class-word prompt too, its target from the base with adapters off
+        preserve = Preservation.make(parts, step, batch.captions[:n], noisy[:n], timesteps[:n], time_ids[:n])
+        noisy, timesteps, embeddings, added = preserve.extend(noisy, timesteps, embeddings, added)
     unet = parts.unet if step.unet is None else step.unet  # through DDP: gradients are all-reduced
-    prediction = unet(noisy, timesteps, embeddings.to(step.weight_dtype), added_cond_kwargs=added).sample
-    # 4. loss: min-SNR weighted MSE; class images weigh prior_loss_weight
+    prediction = unet(noisy, timesteps, embeddings, added_cond_kwargs=added).sample
+    # 4. loss: min-SNR weighted MSE; class images weigh prior_loss_weight, preservation preservation_weight
+    timesteps = timesteps[: latents.shape[0]]
     target = target_for(parts.noise_scheduler, latents, noise, timesteps)
     weights = per_sample_weights(parts.noise_scheduler, timesteps.cpu(), cfg.snr_gamma)
-    n = latents.shape[0] - batch.num_class
-    loss = weighted_mse(prediction[:n], target[:n], weights[:n])
+    pixel_weights = None
+    if batch.masks is not None:  # frames, signatures: weigh mask_floor_weight where the mask is 0
+        grid = to_latent_grid(batch.masks.to(step.device), tuple(latents.shape[-2:]))
+        pixel_weights = loss_weights(grid, cfg.mask_floor_weight)
+    loss = weighted_mse(prediction[:n], target[:n], weights[:n], pixel_weights)
     if batch.num_class:
-        loss = loss + cfg.prior_loss_weight * weighted_mse(prediction[n:], target[n:], weights[n:])
+        loss = loss + cfg.prior_loss_weight * weighted_mse(
+            prediction[n : latents.shape[0]], target[n:], weights[n:]
+        )
+    if preserve is not None:
+        loss = loss + cfg.preservation_weight * weighted_mse(
+            prediction[latents.shape[0] :], preserve.target, weights[:n]
+        )
     return loss
 
 
@@ -185,7 +206,7 @@ def setup(config: Config) -> Run:
     global_step = resume(accelerator, paths, cfg)
     accelerator.init_trackers("oeuvre", config=tracker_config(config))
     weights = timestep_weights(cfg, parts.noise_scheduler.config.num_train_timesteps)
-    step = Step(parts, cfg, encode, weights, accelerator.device, weight_dtype, unet)
+    step = Step(parts, cfg, encode, weights, accelerator.device, weight_dtype, unet, config.trigger_token)
     return Run(
         accelerator, paths, parts, step, new_tokens, trained_modules, train_set, holdout_set,
         class_set, latent_cache, optimizer, lr_scheduler, global_step,
@@ -348,40 +369,6 @@ def batch_of(cache: PromptCache):
         return torch.cat([e[0] for e in entries]), pooled
 
     return encode
-
-
-def make_optimizer(cfg: TrainConfig, parts: Components, trained_encoders, new_tokens: list[NewTokens]):
-    groups = [{"params": lora_parameters(parts.unet), "lr": cfg.lr, "weight_decay": cfg.adam_weight_decay}]
-    for encoder in trained_encoders:
-        lora = lora_parameters(encoder)
-        if lora:
-            groups.append({"params": lora, "lr": cfg.text_encoder_lr, "weight_decay": cfg.adam_weight_decay})
-    if new_tokens:
-        groups.append({"params": [t.weight for t in new_tokens], "lr": cfg.embedding_lr, "weight_decay": 0.0})
-    cls = optimizer_class(cfg.use_8bit_adam)
-    params = [p for group in groups for p in group["params"]]
-    if cls is torch.optim.AdamW and all(p.device.type in ("cpu", "cuda") for p in params):
-        # One fused kernel for all parameters instead of a Python loop over a few hundred small
-        # LoRA tensors: a fifth of a tiny CPU step went to the optimiser's loop.
-        return cls(groups, fused=True)
-    return cls(groups)
-
-
-def optimizer_class(use_8bit_adam: bool):
-    if use_8bit_adam:
-        if torch.cuda.is_available():
-            try:
-                import bitsandbytes as bnb
-
-                return bnb.optim.AdamW8bit
-            except ImportError:
-                log.warning(
-                    "train.use_8bit_adam: bitsandbytes is not installed (pip install bitsandbytes); "
-                    "using torch AdamW"
-                )
-        else:
-            log.warning("train.use_8bit_adam: 8-bit AdamW needs CUDA; using torch AdamW on this device")
-    return torch.optim.AdamW
 
 
 def sync_unwrapped_grads(accelerator, modules) -> None:

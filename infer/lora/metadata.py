@@ -94,8 +94,11 @@ def run_metadata(
     date: dt.datetime | None = None,
     holdout_works: int | None = None,
     prediction_type: str = "epsilon",
+    lora_blocks: Sequence[str] | None = None,
+    masked_works: int = 0,
 ) -> dict[str, str]:
-    """The metadata of a finished run, shared by all its files."""
+    """The metadata of a finished run, shared by all its files. `lora_blocks`: the UNet blocks the
+    LoRA is on (None: all); `masked_works`: training works whose loss was masked."""
     from oeuvre.config import to_plain
 
     cfg = config.train
@@ -146,6 +149,11 @@ def run_metadata(
         "oeuvre.max_train_steps": str(cfg.max_train_steps),
         "oeuvre.train_images": str(len(captions)),
         **({} if holdout_works is None else {"oeuvre.holdout_works": str(holdout_works)}),
+        "oeuvre.preservation_weight": str(cfg.preservation_weight),
+        "oeuvre.preservation_prompt": cfg.preservation_prompt,
+        "oeuvre.lora_blocks": json.dumps(list(lora_blocks) if lora_blocks is not None else "all"),
+        "oeuvre.masked_works": str(masked_works if cfg.masked_loss else 0),
+        "oeuvre.mask_floor_weight": str(cfg.mask_floor_weight),
         "oeuvre.config": json.dumps(to_plain(config), sort_keys=True),
         "oeuvre.dataset_sha256": dataset_sha256(image_sha256s),
         "oeuvre.version": oeuvre_version(),
@@ -192,4 +200,29 @@ def summary(metadata: Mapping[str, str]) -> dict[str, Any]:
         "resolution": metadata.get("modelspec.resolution"),
         "license": metadata.get("modelspec.license"),
         "has_config": bool(config),
+    }
+
+
+def style_training(metadata: Mapping[str, str]) -> dict[str, str]:
+    """Which style-training features a run used (output preservation, block preset, masked loss), in
+    words; `unknown` for files from before they existed or from other trainers."""
+    weight = metadata.get("oeuvre.preservation_weight")
+    preservation = "unknown"
+    if weight is not None:
+        prompt = metadata.get("oeuvre.preservation_prompt", "")
+        preservation = "off" if float(weight) == 0 else f"weight {weight}, trigger -> {prompt!r}"
+    blocks = json.loads(metadata.get("oeuvre.lora_blocks") or '"unknown"')
+    masked = metadata.get("oeuvre.masked_works")
+    masks = "unknown"
+    if masked is not None:
+        floor = metadata.get("oeuvre.mask_floor_weight", "?")
+        masks = (
+            "off"
+            if masked == "0"
+            else f"{masked} of {metadata.get('ss_num_train_images', '?')} works, floor {floor}"
+        )
+    return {
+        "output_preservation": preservation,
+        "lora_blocks": blocks if isinstance(blocks, str) else ", ".join(blocks),
+        "masked_loss": masks,
     }

@@ -11,6 +11,7 @@ import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from infer.lora.metadata import style_training
 from oeuvre.atomic import atomic_write_text
 
 TAGS = ["lora", "stable-diffusion", "diffusers", "text-to-image", "template:sd-lora", "oeuvre", "style"]
@@ -176,6 +177,7 @@ def _holdout_note(metadata: Mapping[str, str]) -> str:
 def _training_section(metadata: Mapping[str, str], artist: str, arch: str, base: str, caption: str) -> str:
     """The training settings, the dataset and the limitations."""
     resolution = metadata.get("modelspec.resolution", "?")
+    style = style_training(metadata)
     return f"""## Training
 
 | setting | value |
@@ -187,6 +189,9 @@ def _training_section(metadata: Mapping[str, str], artist: str, arch: str, base:
 | learning rate | {metadata.get("ss_learning_rate", "?")} |
 | text-encoder LoRA | {metadata.get("ss_train_text_encoder", "?")} |
 | pivotal tuning | {metadata.get("oeuvre.pivotal_tuning", "?")} |
+| output preservation | {style["output_preservation"]} |
+| LoRA blocks | {style["lora_blocks"]} |
+| masked loss | {style["masked_loss"]} |
 | seed | {metadata.get("ss_seed", "?")} |
 
 The full configuration is in each file's `oeuvre.config` metadata.

@@ -24,7 +24,7 @@ from infer.lora.files import (
     save_lora_file,
 )
 from infer.lora.kohya import ComponentLora
-from infer.lora.metadata import for_file, summary
+from infer.lora.metadata import for_file, style_training, summary
 from infer.lora.recommended import recommended_settings
 
 if TYPE_CHECKING:
@@ -168,6 +168,7 @@ def inspect_file(path: str | Path) -> dict[str, Any]:
         "parameters": _parameter_count(lora.components),
         "trigger": summary(metadata)["trigger"],
         "recommended": recommended_settings(metadata),
+        "style_training": style_training(metadata),
         "metadata": metadata,
     }
 
