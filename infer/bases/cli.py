@@ -29,6 +29,15 @@ def add_tiny_base_arguments(parser: argparse.ArgumentParser) -> None:
         default=8,
         help="tiny only: image pixels per latent pixel (8 as in SD; 2 keeps brush texture at 64 px)",
     )
+    parser.add_argument(
+        "--controlnet",
+        action="append",
+        choices=["canny", "depth"],
+        default=[],
+        help="tiny only: also build a ControlNet of this kind from the UNet and train it briefly "
+        "(controlnet-KIND/ in the base; restyle --control KIND uses it); repeatable",
+    )
+    parser.add_argument("--controlnet-steps", type=int, default=150, help="its training steps")
     parser.add_argument("--overwrite", action="store_true")
 
 
@@ -37,7 +46,15 @@ def run_tiny_base(args: argparse.Namespace) -> int:
 
     start = time.perf_counter()
     out = write_tiny_base(
-        args.out, args.arch, args.size, args.seed, args.overwrite, args.pretrain_steps, args.vae_downsample
+        args.out,
+        args.arch,
+        args.size,
+        args.seed,
+        args.overwrite,
+        args.pretrain_steps,
+        args.vae_downsample,
+        tuple(dict.fromkeys(args.controlnet)),
+        args.controlnet_steps,
     )
     print(f"wrote {args.size} {args.arch} base to {out} in {time.perf_counter() - start:.2f} s")
     return 0
