@@ -250,12 +250,23 @@ class Restyler:
             raise ValueError("restyling with ControlNets needs each image's control images and weights")
         per_net = [[images[i] for images in controls] for i in range(len(s.controls))]
         single = len(s.controls) == 1  # one ControlNet takes plain values, several take lists
+        if not single:  # diffusers' multi-ControlNet takes one image, or one batch tensor, per net
+            per_net = [_batch_tensor(images) for images in per_net]
         return {
             "control_image": per_net[0] if single else per_net,
             "controlnet_conditioning_scale": weights[0] if single else list(weights),
             "control_guidance_start": s.control_start,
             "control_guidance_end": s.control_end,
         }
+
+
+def _batch_tensor(images: list):
+    """PIL images as one [batch, 3, H, W] tensor in [0, 1], as the pipelines take control images."""
+    import numpy as np
+    import torch
+
+    arrays = np.stack([np.asarray(image.convert("RGB"), dtype=np.float32) / 255 for image in images])
+    return torch.from_numpy(arrays).permute(0, 3, 1, 2).contiguous()
 
 
 def process_state(preference: str):
