@@ -175,6 +175,7 @@ def control_trained_base(tmp_path_factory) -> Path:
     return write_tiny_base(tmp_path_factory.mktemp("proof") / "base", "sd15", seed=0, **PROOF_BASE)
 
 
+@pytest.mark.slow  # about 45 s on 2 idle cores, most of it the base's and the ControlNet's training
 def test_trained_tiny_controlnet_keeps_more_content_at_strength_075(capsys, tmp_path, control_trained_base):
     from infer.evaluate.content_kept import content_kept
     from infer.restyle.content import write_builtin_content

@@ -48,6 +48,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, help="default: the run's seed")
     parser.add_argument("--device", choices=["auto", "cuda", "mps", "cpu"])
     parser.add_argument("--out", type=Path, help="report folder; default RUN_DIR/report")
+    parser.add_argument(
+        "--control",
+        action="append",
+        metavar="KIND[:WEIGHT]",
+        help="also restyle with the LoRA and this ControlNet (canny, depth): oeuvre+KIND columns",
+    )
+    parser.add_argument("--control-model", action="append", metavar="KIND=ID|DIR", help="as restyle's")
 
 
 # -- inputs --------------------------------------------------------------------------------------
@@ -115,12 +122,16 @@ def restyle_settings(args: argparse.Namespace, out: Path):
     flags = ["unused", "--lora", str(args.run_dir), "--out", str(out)]
     flags += ["--device", args.device] if args.device else []
     flags += ["--seed", str(args.seed)] if args.seed is not None else []
+    for flag, name in (("--control", "control"), ("--control-model", "control_model")):
+        for value in getattr(args, name, None) or []:
+            flags += [flag, value]
     settings = restyle.resolve_settings(parser.parse_args(flags))
     return dataclasses.replace(settings, seeds=settings.seeds[:1], sweep=False)
 
 
 def restyle_all(settings, contents: dict[str, object], label) -> dict[tuple[str, float], object]:
     """{(content stem, strength): image} from one Restyler (LoRA fused at its scale, or no LoRA)."""
+    from infer.restyle.control import control_images
     from infer.restyle.restyler import Restyler
     from oeuvre.devices import choose_device
 
@@ -129,7 +140,13 @@ def restyle_all(settings, contents: dict[str, object], label) -> dict[tuple[str,
     for strength in settings.strengths:
         for stem, image in contents.items():
             ready = prepare(image, settings.size_px, restyler.pipe.vae_scale_factor)[0]
-            out[stem, strength] = restyler([ready], [settings.seeds[0]], strength, settings.scales[0])[0]
+            control = {}
+            if settings.controls:
+                weights = tuple(c.weight for c in settings.controls)
+                control = {"controls": [control_images(settings, ready)], "control_weights": weights}
+            out[stem, strength] = restyler(
+                [ready], [settings.seeds[0]], strength, settings.scales[0], **control
+            )[0]
         print(f"  {label} strength {strength:g}: {len(contents)} images", flush=True)
     return out
 
@@ -225,11 +242,19 @@ def run(args: argparse.Namespace) -> int:
     print(f"evaluating {run_dir}: {len(contents)} content images, strengths {', '.join(map(str, strengths))}")
 
     images: dict[tuple[str, str], object] = {}  # (content stem, column) -> image
+    controlled = settings
+    settings = dataclasses.replace(settings, controls=())
     lora_out = restyle_all(settings, contents, "oeuvre")
     base_settings = dataclasses.replace(settings, lora_file=None, embedding_file=None, scales=(0.0,))
     base_out = restyle_all(base_settings, contents, "base model")
     columns = ["content", *(["baseline"] if baselines else [])]
     columns += [f"base@{s:g}" for s in strengths] + [f"oeuvre@{s:g}" for s in strengths]
+    if controlled.controls:  # the same LoRA, keeping the photo's structure with the ControlNet(s)
+        control_name = "oeuvre+" + "+".join(c.kind for c in controlled.controls)
+        control_out = restyle_all(controlled, contents, control_name)
+        columns += [f"{control_name}@{s:g}" for s in strengths]
+        for (stem, s), image in control_out.items():
+            images[stem, f"{control_name}@{s:g}"] = image
     for stem, image in contents.items():
         images[stem, "content"] = image
         if baselines:
@@ -252,7 +277,7 @@ def run(args: argparse.Namespace) -> int:
     write_report(
         report,
         run_dir=run_dir,
-        settings=settings,
+        settings=controlled,
         columns=columns,
         images=images,
         cells=cells,
