@@ -198,3 +198,18 @@ def test_trained_tiny_controlnet_keeps_more_content_at_strength_075(capsys, tmp_
     assert str(own) in record  # the base's own ControlNet, found without --control-model
     print(f"content kept at strength 0.75: {kept['plain']:.3f} without, {kept['canny']:.3f} with canny")
     assert kept["canny"] > kept["plain"] + 0.01, kept
+
+
+def test_tiny_base_adds_a_trained_sdxl_controlnet_to_an_existing_base(tmp_path, tiny_bases, capsys):
+    import json
+    import shutil
+
+    base = shutil.copytree(tiny_bases["sdxl"], tmp_path / "base")
+    args = ["tiny-base", str(base), "--controlnet", "canny", "--controlnet-steps", "2", "--add-to-existing"]
+    assert main(args) == 0
+    folder = base / "controlnet-canny"
+    assert (folder / "diffusion_pytorch_model.safetensors").is_file()
+    assert not list(folder.glob("*.bin"))
+    assert json.loads((folder / "config.json").read_text())["addition_embed_type"] == "text_time"  # SDXL's
+    with pytest.raises(Exception, match="already exists"):
+        main(args)

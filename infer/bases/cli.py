@@ -38,6 +38,11 @@ def add_tiny_base_arguments(parser: argparse.ArgumentParser) -> None:
         "(controlnet-KIND/ in the base; restyle --control KIND uses it); repeatable",
     )
     parser.add_argument("--controlnet-steps", type=int, default=150, help="its training steps")
+    parser.add_argument(
+        "--add-to-existing",
+        action="store_true",
+        help="only train the --controlnet ControlNets for the tiny base already at OUT (e.g. runs/demo/base)",
+    )
     parser.add_argument("--overwrite", action="store_true")
 
 
@@ -45,6 +50,16 @@ def run_tiny_base(args: argparse.Namespace) -> int:
     from infer.bases.tiny import write_tiny_base
 
     start = time.perf_counter()
+    if args.add_to_existing:
+        from infer.bases.tiny_controlnet import add_tiny_controlnets
+        from oeuvre.errors import OeuvreError
+
+        if not args.controlnet:
+            raise OeuvreError("--add-to-existing: name the ControlNets to add with --controlnet canny|depth")
+        kinds = list(dict.fromkeys(args.controlnet))
+        add_tiny_controlnets(args.out, kinds, args.controlnet_steps, args.seed, args.overwrite)
+        print(f"added {', '.join(kinds)} ControlNet(s) to {args.out} in {time.perf_counter() - start:.2f} s")
+        return 0
     out = write_tiny_base(
         args.out,
         args.arch,

@@ -95,13 +95,37 @@ def train_controlnet(
 
 def write_tiny_controlnets(pipe, folder: Path, kinds: list[str], steps: int, seed: int = 0) -> None:
     """Train and save one ControlNet per kind into `folder` (the base being written)."""
+    from oeuvre.atomic import atomic_directory
+
     folder = Path(folder)
     depth_model = None
     if "depth" in kinds:
-        depth_model = str(write_tiny_depth_estimator(folder / DEPTH_ESTIMATOR, seed))
+        with atomic_directory(folder / DEPTH_ESTIMATOR, overwrite=True) as tmp:
+            write_tiny_depth_estimator(tmp, seed)
+        depth_model = str(folder / DEPTH_ESTIMATOR)
     for kind in kinds:
         controlnet, losses = train_controlnet(pipe, kind, steps, depth_model=depth_model, seed=seed)
-        controlnet.save_pretrained(controlnet_folder(folder, kind), safe_serialization=True)
+        with atomic_directory(controlnet_folder(folder, kind), overwrite=True) as tmp:
+            controlnet.save_pretrained(tmp, safe_serialization=True)
         if losses:
             first, last = losses[0], losses[-1]
             print(f"trained the tiny {kind} ControlNet for {steps} steps: loss {first:.3f} -> {last:.3f}")
+
+
+def add_tiny_controlnets(
+    base: Path, kinds: list[str], steps: int, seed: int = 0, overwrite: bool = False
+) -> None:
+    """Train ControlNets for an existing tiny base folder (the demo's, say) and write them into it."""
+    from diffusers import DiffusionPipeline
+
+    from oeuvre.errors import OeuvreError
+
+    base = Path(base)
+    if not (base / "model_index.json").is_file():
+        raise OeuvreError(f"{base}: not a base folder (no model_index.json) to add ControlNets to")
+    existing = [kind for kind in kinds if controlnet_folder(base, kind).exists()]
+    if existing and not overwrite:
+        raise OeuvreError(f"{controlnet_folder(base, existing[0])}: already exists; pass --overwrite")
+    write_tiny_controlnets(
+        DiffusionPipeline.from_pretrained(base, use_safetensors=True), base, kinds, steps, seed
+    )
