@@ -129,7 +129,7 @@ def write_plots(report: Path, table: dict, checkpoints: list[dict], primary: str
             )
             for prefix, name in series_names(table).items()
         }
-        title = f"style ({primary}) against content kept, strengths {', '.join(f'{s:g}' for s in strengths)}"
+        title = f"style ({primary}) vs content kept, strengths {'/'.join(f'{s:g}' for s in strengths)}"
         _plot(report / CONTROL_PLOT, title, "held-out style similarity", "content kept", trade_off, {})
         written.append(CONTROL_PLOT)
     if checkpoints:
