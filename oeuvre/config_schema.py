@@ -135,6 +135,33 @@ class TrainConfig:
 
 
 @dataclass(frozen=True)
+class ControlModels:
+    """The ControlNet each `--control KIND` loads for one architecture (hub id or folder)."""
+
+    canny: str = rule(nonempty=True)
+    depth: str = rule(nonempty=True)
+
+
+@dataclass(frozen=True)
+class ControlNetModels:
+    sd15: ControlModels
+    sdxl: ControlModels
+
+
+@dataclass(frozen=True)
+class ControlConfig:
+    """`restyle --control canny|depth`: ControlNet img2img that keeps the photo's structure."""
+
+    weight: float = rule(ge=0)  # controlnet_conditioning_scale when --control KIND has no :WEIGHT
+    guidance_start: float = rule(ge=0, le=1)
+    guidance_end: float = rule(ge=0, le=1)
+    canny_low: int = rule(ge=0, le=255)
+    canny_high: int = rule(ge=0, le=255)
+    depth_estimator: str = rule(nonempty=True)  # a transformers depth-estimation model (safetensors)
+    models: ControlNetModels
+
+
+@dataclass(frozen=True)
 class InferConfig:
     """`python -m infer restyle`: img2img with the artist LoRA."""
 
@@ -150,6 +177,7 @@ class InferConfig:
     device: Literal["auto", "cuda", "mps", "cpu"]
     dtype: Literal["auto", "fp32", "fp16", "bf16"]
     recommend_content_floor: float | None = rule(ge=0, le=1)  # None: 0.9 x the base model's own
+    control: ControlConfig
 
 
 @dataclass(frozen=True)

@@ -51,3 +51,25 @@ def tiny_loras(tiny_bases, tmp_path_factory) -> dict[str, Path]:
     return {
         arch: make_random_lora(base, arch, root / f"{arch}.safetensors") for arch, base in tiny_bases.items()
     }
+
+
+@pytest.fixture(scope="session")
+def tiny_controlnets(tiny_bases, tmp_path_factory) -> dict[str, Path]:
+    """An untrained ControlNet per tiny base (from its UNet), with its zero convolutions made random so
+    that the control image visibly acts."""
+    import torch
+    from diffusers import ControlNetModel, UNet2DConditionModel
+
+    root = tmp_path_factory.mktemp("controlnets")
+    folders = {}
+    for arch, base in tiny_bases.items():
+        unet = UNet2DConditionModel.from_pretrained(base / "unet")
+        torch.manual_seed(1)
+        controlnet = ControlNetModel.from_unet(unet)  # the tiny VAE is 8x: the default 4-stage encoder
+        with torch.no_grad():
+            for name, param in controlnet.named_parameters():
+                if "zero_conv" in name or "controlnet_mid_block" in name or "conv_out" in name:
+                    param.copy_(torch.randn_like(param) * 0.05)
+        folders[arch] = root / f"{arch}-controlnet"
+        controlnet.save_pretrained(folders[arch], safe_serialization=True)
+    return folders

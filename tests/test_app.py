@@ -413,3 +413,32 @@ def test_sixteen_clients_at_once_get_their_own_images_or_a_queue_full_answer(run
     assert all("queue is full" in message.lower() for _, _, message in refused)
     assert len(served) >= 16  # the server kept answering every round
     assert memory[6] - memory[0] < 200  # MB (seen: +90): no growth per request beyond caches
+
+
+def test_control_choice_keeps_one_controlnet_with_the_base_while_loras_swap(
+    runs, photos, tmp_path, tiny_controlnets
+):
+    controlled = tmp_path / "runs"
+    for name in ("demo", "twin"):
+        shutil.copytree(runs / name, controlled / name)
+        config = controlled / name / "config.yaml"
+        model = tiny_controlnets["sd15"]
+        config.write_text(
+            config.read_text().replace(
+                "device: cpu}", f"device: cpu, control: {{models: {{sd15: {{canny: {model}}}}}}}}}"
+            )
+        )
+    state = AppState(runs_dir=controlled, out_dir=tmp_path / "out")
+    knobs = Knobs(strength=0.8, seed=1, steps=4, size=64, control="canny", control_weight=0.7)
+    first = restyle(state, "demo", [photos["good"]], knobs)[0]
+    restyle(state, "twin", [photos["good"]], knobs)
+    plain = restyle(state, "demo", [photos["good"]], dataclasses.replace(knobs, control="none"))[0]
+    loaded = state.keeper._loaded
+    assert state.keeper.base_loads == 1 and list(loaded.base.controlnets) == [str(tiny_controlnets["sd15"])]
+    params = parse_parameters(read_parameters(first))
+    assert params["ControlNet 0"].startswith(
+        f"Module: canny, Model: {tiny_controlnets['sd15'].name}, Weight: 0.7"
+    )
+    assert first.name.endswith("_canny0.7.png") and "ControlNet 0" not in parse_parameters(
+        read_parameters(plain)
+    )

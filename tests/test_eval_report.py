@@ -162,3 +162,33 @@ def test_single_image_baseline_is_evaluated_beside_a_restyle_of_the_same_photo(t
     assert {"content", "baseline", "base@0.5", "oeuvre@0.5"} <= set(row["cells"])
     assert data["baselines"]["tubingen"].endswith("tubingen_starry_night.jpg")
     assert row["cells"]["baseline"]["content_kept"]["content_kept"] > 0
+
+
+def test_control_adds_its_columns_and_the_style_against_content_plot(tiny_run, tiny_controlnets, tmp_path):
+    from infer.restyle.content import write_builtin_content
+
+    content = tmp_path / "content"
+    write_builtin_content(content, 64)
+    (content / "portrait.png").unlink()
+    (content / "harbour.png").unlink()
+    code = main(
+        ["evaluate", str(tiny_run), "--content", str(content), "--out", str(tmp_path / "report")]
+        + [
+            "--strengths",
+            "0.9",
+            "--control",
+            "canny:0.8",
+            "--control-model",
+            f"canny={tiny_controlnets['sd15']}",
+        ]
+    )
+    assert code == 0
+    data = json.loads((tmp_path / "report" / "report.json").read_text())
+    assert data["columns"] == ["content", "base@0.9", "oeuvre@0.9", "oeuvre+canny@0.9"]
+    assert data["settings"]["controls"] == [
+        {"kind": "canny", "model": str(tiny_controlnets["sd15"]), "weight": 0.8}
+    ]
+    with_control, without = data["means"]["oeuvre+canny@0.9"], data["means"]["oeuvre@0.9"]
+    assert with_control["content_kept"] != without["content_kept"]  # a different image: the ControlNet acted
+    assert "style_vs_content.png" in data["plots"]
+    assert Image.open(tmp_path / "report" / "style_vs_content.png").size[0] > 100

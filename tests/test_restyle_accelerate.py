@@ -21,13 +21,21 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-def test_two_processes_restyle_each_input_once_and_match_one_process(tmp_path, tiny_loras):
+def test_two_processes_restyle_each_input_once_and_match_one_process(tmp_path, tiny_loras, tiny_controlnets):
     photos = tmp_path / "photos"
     photos.mkdir()
     for index, colour in enumerate([(200, 60, 40), (40, 200, 60), (60, 40, 200)]):
         Image.new("RGB", (64, 48), colour).save(photos / f"p{index}.png")
     args = [str(photos), "--lora", str(tiny_loras["sd15"]), "--size", "64", "--steps", "2", "--num", "2"]
     args += ["--device", "cpu"]
+    # With a ControlNet: each process makes (and saves) its own inputs' control images.
+    args += [
+        "--control",
+        "canny:0.7",
+        "--control-model",
+        f"canny={tiny_controlnets['sd15']}",
+        "--save-control",
+    ]
 
     # One thread in both runs, as accelerate gives each process: float sums then happen in the same order.
     path = os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))
@@ -56,7 +64,8 @@ def test_two_processes_restyle_each_input_once_and_match_one_process(tmp_path, t
     counts = {int(rank): int(n) for rank, n in re.findall(r"\[(\d)/2\] restyled (\d+) of", double.stdout)}
     assert sorted(counts) == [0, 1] and sum(counts.values()) == 3 and min(counts.values()) >= 1
     names = sorted(p.name for p in (tmp_path / "one").glob("*.png"))
-    assert len(names) == 6 and names == sorted(p.name for p in (tmp_path / "two").glob("*.png"))
+    assert len(names) == 6 + 3 and names == sorted(p.name for p in (tmp_path / "two").glob("*.png"))
+    assert "p0_seed1_str0.55_lora0.8_canny0.7.png" in names and "p2_canny.png" in names
     for name in names:
         one = np.asarray(Image.open(tmp_path / "one" / name))
         two = np.asarray(Image.open(tmp_path / "two" / name))

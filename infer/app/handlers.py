@@ -18,6 +18,7 @@ from typing import Any
 
 from infer.app.pipelines import KeeperPool, PipelineKeeper
 from infer.app.runs import NO_ARTISTS, ArtistRun, find_run, list_runs
+from infer.restyle.control import control_images
 from infer.restyle.records import describe, write_output
 from infer.restyle.settings import Job, Settings, resolve_settings
 from infer.restyle.sweep import grid_image, parse_sweep
@@ -68,6 +69,8 @@ class Knobs:
     size: int | None = None
     prompt: str | None = None
     negative: str | None = None
+    control: str | None = None  # none | canny | depth: a ControlNet keeping the photo's structure
+    control_weight: float | None = None
 
 
 def settings_for(state: AppState, run: ArtistRun, knobs: Knobs, sweep: Sequence[str] = ()) -> Settings:
@@ -94,10 +97,19 @@ def settings_for(state: AppState, run: ArtistRun, knobs: Knobs, sweep: Sequence[
         sweep=list(sweep) or None,
         out=state.out_dir,
         overwrite=True,
+        control=_control_flag(knobs),
     )
     settings = resolve_settings(args)
     check_limits(state.limits, settings)
     return settings
+
+
+def _control_flag(knobs: Knobs) -> list[str] | None:
+    """The CLI's --control KIND[:WEIGHT] for the page's control choice and weight."""
+    if not knobs.control or knobs.control == "none":
+        return None
+    weight = "" if knobs.control_weight is None else f":{float(knobs.control_weight):g}"
+    return [f"{knobs.control}{weight}"]
 
 
 def check_limits(limits: AppConfig, settings: Settings, images: int = 1) -> None:
@@ -269,8 +281,9 @@ def _render(state: AppState, settings: Settings, uploads, progress: Progress | N
     out = _request_dir(state)
     stems = output_stems([path for path, _ in uploads])
     seed = settings.seeds[0]
+    (control,) = settings.control_weightings()  # the page has no control sweep
     jobs = [
-        Job(path, stems[path], seed, strength, scale)
+        Job(path, stems[path], seed, strength, scale, control)
         for scale in settings.scales
         for strength in settings.strengths
         for path, _ in uploads
@@ -288,7 +301,9 @@ def _render(state: AppState, settings: Settings, uploads, progress: Progress | N
         for job in jobs:
             restyler.set_scale(job.scale)
             picture, _ = prepare(images[job.input], settings.size_px, restyler.pipe.vae_scale_factor)
-            image = restyler([picture], [job.seed], job.strength, job.scale)[0]
+            controls = [control_images(settings, picture, restyler.device)] if control else None
+            weights = tuple(weight for _, weight in control)
+            image = restyler([picture], [job.seed], job.strength, job.scale, None, None, controls, weights)[0]
             done += 1
             # The sidecar names the upload, not Gradio's upload folder.
             shown = dataclasses.replace(job, input=Path(job.input.name))

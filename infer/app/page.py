@@ -116,9 +116,11 @@ def _handlers(state: AppState) -> SimpleNamespace:
         size,
         prompt,
         negative,
+        control="none",
+        control_weight=1.0,
         progress=gr.Progress(),  # noqa: B008 (Gradio's way)
     ):
-        knobs = Knobs(strength, scale, steps, guidance, seed, size, prompt, negative)
+        knobs = Knobs(strength, scale, steps, guidance, seed, size, prompt, negative, control, control_weight)
         paths = restyle(state, name, files, knobs, _progress_reporter(progress))
         return [(str(p), p.stem) for p in paths], f"{len(paths)} image(s) restyled with {name}."
 
@@ -187,6 +189,11 @@ def build_app(state: AppState):
                 size = gr.Slider(64, 1536, knobs.size, step=64, label="Size (about size x size pixels)")
                 prompt = gr.Textbox(knobs.prompt or "", label="Prompt (empty: the artist's trigger caption)")
                 negative = gr.Textbox(None, label="Negative prompt (empty: the run's default)")
+            with gr.Accordion("Keep the photo's structure (ControlNet)", open=False), gr.Row():
+                control = gr.Dropdown(
+                    ["none", "canny", "depth"], value="none", label="Control", elem_id="control"
+                )
+                control_weight = gr.Slider(0.0, 2.0, 1.0, step=0.05, label="Control weight")
             go = gr.Button("Restyle", variant="primary", elem_id="restyle-button")
             status = gr.Markdown(elem_id="restyle-status")
             gallery = gr.Gallery(
@@ -230,7 +237,10 @@ def build_app(state: AppState):
         refresh.click(on.on_refresh, artist, [artist, notice], api_name="refresh")
         settings = [steps, guidance, seed, size, prompt, negative]
         go.click(
-            on.on_restyle, [artist, photos, strength, scale, *settings], [gallery, status], api_name="restyle"
+            on.on_restyle,
+            [artist, photos, strength, scale, *settings, control, control_weight],
+            [gallery, status],
+            api_name="restyle",
         )
         sweep_go.click(
             on.on_sweep, [artist, sweep_photo, strengths, scales, *settings], [grid, tiles], api_name="sweep"

@@ -18,7 +18,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from infer.lora.files import LoraFileError
-from infer.restyle.restyler import LoadedBase, Restyler, attach_lora, load_base, load_embedding
+from infer.restyle.restyler import (
+    LoadedBase,
+    Restyler,
+    attach_lora,
+    control_pipeline,
+    load_base,
+    load_embedding,
+)
 from infer.restyle.settings import Settings
 
 StepCallback = Callable[[int, int], None]  # (steps done, steps in this call)
@@ -114,10 +121,13 @@ class PipelineKeeper:
                 self.base_loads += 1
             try:
                 self._activate(loaded, settings)
+                # ControlNets load once and stay with the base (only LoRAs swap); several control
+                # pipelines over the same base share its modules.
+                pipe = control_pipeline(loaded.base, tuple(c.model for c in settings.controls))
             except BaseException:
                 self.drop()
                 raise
-        pipe = _StepReporting(loaded.base.pipe, on_step)
+        pipe = _StepReporting(pipe, on_step)
         lora_hash = loaded.lora_hashes.get(loaded.adapter)
         return Restyler(settings, loaded.base, loaded.adapter, lora_hash, fused=False, pipe=pipe)
 

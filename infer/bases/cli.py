@@ -35,6 +35,20 @@ def add_tiny_base_arguments(parser: argparse.ArgumentParser) -> None:
         default="sd",
         help="sd: SD's own scheduler; zero-snr: zero terminal SNR, v-prediction, trailing timesteps",
     )
+    parser.add_argument(
+        "--controlnet",
+        action="append",
+        choices=["canny", "depth"],
+        default=[],
+        help="tiny only: also build a ControlNet of this kind from the UNet and train it briefly "
+        "(controlnet-KIND/ in the base; restyle --control KIND uses it); repeatable",
+    )
+    parser.add_argument("--controlnet-steps", type=int, default=150, help="its training steps")
+    parser.add_argument(
+        "--add-to-existing",
+        action="store_true",
+        help="only train the --controlnet ControlNets for the tiny base already at OUT (e.g. runs/demo/base)",
+    )
     parser.add_argument("--overwrite", action="store_true")
 
 
@@ -42,6 +56,16 @@ def run_tiny_base(args: argparse.Namespace) -> int:
     from infer.bases.tiny import write_tiny_base
 
     start = time.perf_counter()
+    if args.add_to_existing:
+        from infer.bases.tiny_controlnet import add_tiny_controlnets
+        from oeuvre.errors import OeuvreError
+
+        if not args.controlnet:
+            raise OeuvreError("--add-to-existing: name the ControlNets to add with --controlnet canny|depth")
+        kinds = list(dict.fromkeys(args.controlnet))
+        add_tiny_controlnets(args.out, kinds, args.controlnet_steps, args.seed, args.overwrite)
+        print(f"added {', '.join(kinds)} ControlNet(s) to {args.out} in {time.perf_counter() - start:.2f} s")
+        return 0
     out = write_tiny_base(
         args.out,
         args.arch,
@@ -51,6 +75,8 @@ def run_tiny_base(args: argparse.Namespace) -> int:
         args.pretrain_steps,
         args.vae_downsample,
         args.schedule,
+        tuple(dict.fromkeys(args.controlnet)),
+        args.controlnet_steps,
     )
     print(f"wrote {args.size} {args.arch} base to {out} in {time.perf_counter() - start:.2f} s")
     return 0

@@ -268,12 +268,15 @@ def write_tiny_base(
     pretrain_steps: int = 0,
     vae_downsample: int = 8,
     schedule: str = "sd",
+    controlnets: tuple[str, ...] = (),
+    controlnet_steps: int = 150,
 ) -> Path:
     """Build and save a pipeline folder atomically (it appears whole or not at all).
 
     `pretrain_steps` > 0 first trains the tiny UNet to denoise generic pictures (tiny_pretrain),
     so that img2img and a LoRA have a working denoiser to start from. `vae_downsample` < 8 gives the
-    tiny VAE finer latents (see build_pipeline)."""
+    tiny VAE finer latents (see build_pipeline). `controlnets` (canny, depth) adds a tiny ControlNet of
+    each kind, trained `controlnet_steps` steps, as `controlnet-<kind>/` (tiny_controlnet)."""
     out = Path(out)
     if out.exists() and not overwrite:
         raise OeuvreError(f"{out}: already exists; pass --overwrite to replace it")
@@ -289,6 +292,12 @@ def write_tiny_base(
         print(
             f"pre-trained the tiny UNet for {pretrain_steps} steps: loss {losses[0]:.3f} -> {losses[-1]:.3f}"
         )
+    if controlnets and size != "tiny":
+        raise OeuvreError(f"--controlnet {controlnets[0]}: only with --size tiny")
     with atomic_directory(out, overwrite=overwrite) as tmp:
         pipe.save_pretrained(tmp, safe_serialization=True)
+        if controlnets:
+            from infer.bases.tiny_controlnet import write_tiny_controlnets
+
+            write_tiny_controlnets(pipe, Path(tmp), list(controlnets), controlnet_steps, seed)
     return out

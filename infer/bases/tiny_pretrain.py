@@ -79,6 +79,21 @@ def _conditioning(pipe, captions: list[str]) -> tuple[torch.Tensor, dict]:
     return embeds, {}
 
 
+def training_set(pipe, pictures: int, size: int, seed: int) -> tuple[list, torch.Tensor, torch.Tensor, dict]:
+    """The drawn pictures, their latents, and their text conditioning (same seed, same set)."""
+    rng = np.random.default_rng(seed)
+    drawn = [generic_picture(rng, size) for _ in range(pictures)]
+    with torch.no_grad():
+        pixels = pipe.image_processor.preprocess([image for image, _ in drawn])  # [-1, 1] tensors
+        latents = pipe.vae.encode(pixels).latent_dist.mode()
+        latents = latents * pipe.vae.config.scaling_factor
+        # Some captions empty, as in real pre-training, so the unconditional branch of
+        # classifier-free guidance has learned something too.
+        captions = [caption if rng.random() > CAPTION_DROPOUT else "" for _, caption in drawn]
+        text, extra = _conditioning(pipe, captions)
+    return [image for image, _ in drawn], latents, text, extra
+
+
 def pretrain_unet(
     pipe,
     steps: int,
@@ -93,16 +108,7 @@ def pretrain_unet(
     from diffusers import DDPMScheduler
     from tqdm.auto import tqdm
 
-    rng = np.random.default_rng(seed)
-    drawn = [generic_picture(rng, size) for _ in range(pictures)]
-    with torch.no_grad():
-        pixels = pipe.image_processor.preprocess([image for image, _ in drawn])  # [-1, 1] tensors
-        latents = pipe.vae.encode(pixels).latent_dist.mode()
-        latents = latents * pipe.vae.config.scaling_factor
-        # Some captions empty, as in real pre-training, so the unconditional branch of
-        # classifier-free guidance has learned something too.
-        captions = [caption if rng.random() > CAPTION_DROPOUT else "" for _, caption in drawn]
-        text, extra = _conditioning(pipe, captions)
+    _, latents, text, extra = training_set(pipe, pictures, size, seed)
     noise_scheduler = DDPMScheduler.from_config(pipe.scheduler.config)
     unet = pipe.unet.train()
     optimizer = torch.optim.AdamW(unet.parameters(), lr=lr, weight_decay=0.0)

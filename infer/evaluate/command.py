@@ -49,6 +49,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, help="default: the run's seed")
     parser.add_argument("--device", choices=["auto", "cuda", "mps", "cpu"])
     parser.add_argument("--out", type=Path, help="report folder; default RUN_DIR/report")
+    parser.add_argument(
+        "--control",
+        action="append",
+        metavar="KIND[:WEIGHT]",
+        help="also restyle with the LoRA and this ControlNet (canny, depth): oeuvre+KIND columns",
+    )
+    parser.add_argument("--control-model", action="append", metavar="KIND=ID|DIR", help="as restyle's")
 
 
 # -- inputs --------------------------------------------------------------------------------------
@@ -116,6 +123,9 @@ def restyle_settings(args: argparse.Namespace, out: Path):
     flags = ["unused", "--lora", str(args.run_dir), "--out", str(out)]
     flags += ["--device", args.device] if args.device else []
     flags += ["--seed", str(args.seed)] if args.seed is not None else []
+    for flag, name in (("--control", "control"), ("--control-model", "control_model")):
+        for value in getattr(args, name, None) or []:
+            flags += [flag, value]
     settings = restyle.resolve_settings(parser.parse_args(flags))
     return dataclasses.replace(settings, seeds=settings.seeds[:1], sweep=False)
 
@@ -126,6 +136,7 @@ def restyle_all(
     """{(content stem, strength): image} from one Restyler (LoRA fused at its scale, or no LoRA); with
     `prompts` {name: prompt} also text-to-image pictures under ("t2i:<name>", seed) from the same one."""
     from infer.evaluate.palette import T2I_SEEDS, t2i_canvas
+    from infer.restyle.control import control_images
     from infer.restyle.restyler import Restyler
     from oeuvre.devices import choose_device
 
@@ -134,7 +145,13 @@ def restyle_all(
     for strength in settings.strengths:
         for stem, image in contents.items():
             ready = prepare(image, settings.size_px, restyler.pipe.vae_scale_factor)[0]
-            out[stem, strength] = restyler([ready], [settings.seeds[0]], strength, settings.scales[0])[0]
+            control = {}
+            if settings.controls:
+                weights = tuple(c.weight for c in settings.controls)
+                control = {"controls": [control_images(settings, ready)], "control_weights": weights}
+            out[stem, strength] = restyler(
+                [ready], [settings.seeds[0]], strength, settings.scales[0], **control
+            )[0]
         print(f"  {label} strength {strength:g}: {len(contents)} images", flush=True)
     canvas = t2i_canvas(settings.size_px)
     for name, prompt in (prompts or {}).items():
@@ -253,6 +270,8 @@ def run(args: argparse.Namespace) -> int:
     print(f"evaluating {run_dir}: {len(contents)} content images, strengths {', '.join(map(str, strengths))}")
 
     images: dict[tuple[str, str], object] = {}  # (content stem, column) -> image
+    controlled = settings
+    settings = dataclasses.replace(settings, controls=())
     plain = trigger_free(settings.prompt, settings.trigger_token)
     lora_out = restyle_all(settings, contents, "oeuvre", {"trigger": settings.prompt, "plain": plain})
     base_settings = dataclasses.replace(settings, lora_file=None, embedding_file=None, scales=(0.0,))
@@ -260,6 +279,12 @@ def run(args: argparse.Namespace) -> int:
     colours = palette(settings, judge, lora_out, base_out, list(contents))
     columns = ["content", *(["baseline"] if baselines else [])]
     columns += [f"base@{s:g}" for s in strengths] + [f"oeuvre@{s:g}" for s in strengths]
+    if controlled.controls:  # the same LoRA, keeping the photo's structure with the ControlNet(s)
+        control_name = "oeuvre+" + "+".join(c.kind for c in controlled.controls)
+        control_out = restyle_all(controlled, contents, control_name)
+        columns += [f"{control_name}@{s:g}" for s in strengths]
+        for (stem, s), image in control_out.items():
+            images[stem, f"{control_name}@{s:g}"] = image
     for stem, image in contents.items():
         images[stem, "content"] = image
         if baselines:
@@ -282,7 +307,7 @@ def run(args: argparse.Namespace) -> int:
     write_report(
         report,
         run_dir=run_dir,
-        settings=settings,
+        settings=controlled,
         columns=columns,
         images=images,
         cells=cells,

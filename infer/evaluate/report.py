@@ -16,6 +16,7 @@ from oeuvre.atomic import atomic_write_bytes, atomic_write_text, png_bytes
 
 PLOTS = ("style_vs_strength.png", "content_vs_strength.png")
 CHECKPOINT_PLOTS = ("style_vs_step.png", "content_vs_step.png")
+CONTROL_PLOT = "style_vs_content.png"  # evaluate --control: with and without the ControlNet
 
 
 def _png(image, side: int | None = None) -> bytes:
@@ -106,6 +107,16 @@ def _plot(path: Path, title: str, ylabel: str, xlabel: str, lines: dict, flat: d
     atomic_write_bytes(path, buffer.getvalue())
 
 
+def series_names(table: dict) -> dict[str, str]:
+    """{column prefix: legend}: oeuvre, base, and each oeuvre+CONTROL from evaluate --control."""
+    names = {"oeuvre": "oeuvre (LoRA)", "base": "base model alone"}
+    for column in table:
+        prefix = column.split("@", 1)[0]
+        if prefix.startswith("oeuvre+"):
+            names[prefix] = f"oeuvre with {prefix.removeprefix('oeuvre+')} ControlNet"
+    return names
+
+
 def write_plots(report: Path, table: dict, checkpoints: list[dict], primary: str) -> list[str]:
     strengths = sorted({s for c in table if (s := strength_of(c)) is not None})
     written = []
@@ -120,11 +131,22 @@ def write_plots(report: Path, table: dict, checkpoints: list[dict], primary: str
 
         lines = {
             name: (strengths, [value(f"{prefix}@{s:g}") for s in strengths])
-            for prefix, name in (("oeuvre", "oeuvre (LoRA)"), ("base", "base model alone"))
+            for prefix, name in series_names(table).items()
         }
         flat = {c: value(c) for c in ("baseline", "content") if c in table and value(c) is not None}
         _plot(report / file, label, label.split(" (")[0], "img2img strength", lines, flat)
         written.append(file)
+    if len(series_names(table)) > 2:  # with --control: what each keeps of the content for its style
+        trade_off = {
+            name: (
+                [table[f"{prefix}@{s:g}"]["content_kept"] for s in strengths],
+                [table[f"{prefix}@{s:g}"]["style"][primary] for s in strengths],
+            )
+            for prefix, name in series_names(table).items()
+        }
+        title = f"style ({primary}) vs content kept, strengths {'/'.join(f'{s:g}' for s in strengths)}"
+        _plot(report / CONTROL_PLOT, title, "held-out style similarity", "content kept", trade_off, {})
+        written.append(CONTROL_PLOT)
     if checkpoints:
         steps = [row["step"] for row in checkpoints]
         _plot(
@@ -197,6 +219,10 @@ def write_report(
             "size_px": settings.size_px,
             "seed": settings.seeds[0],
             "strengths": list(settings.strengths),
+            "controls": [
+                {"kind": c.kind, "model": c.model, "weight": c.weight}
+                for c in getattr(settings, "controls", ())
+            ],
             "top_k": judge.top_k,
             "holdout_works": len(judge.holdout),
             "train_works": len(judge.train),

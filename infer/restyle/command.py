@@ -13,6 +13,7 @@ import sys
 from collections import defaultdict
 from pathlib import Path
 
+from infer.restyle.control import control_filename, control_images
 from infer.restyle.records import describe, write_output
 from infer.restyle.restyler import Restyler, process_state
 from infer.restyle.settings import (
@@ -64,8 +65,10 @@ def run(args: argparse.Namespace) -> int:
             print(f"{tag}{path}: nearest work {ref.work.id} {copy}({ref.similarity:.3f}) {ref.work.label}")
     multiple = restyler.pipe.vae_scale_factor
     pictures = {path: prepare(image, settings.size_px, multiple) for path, image in opened.items()}
+    controls = make_controls(settings, pictures, jobs, device)
 
-    results = render_jobs(restyler, [job for job in jobs if job.input in pictures], pictures, references)
+    my_jobs = [job for job in jobs if job.input in pictures]
+    results = render_jobs(restyler, my_jobs, pictures, references, controls)
     if settings.sweep:
         write_sweep_grids(settings, results)
     written = len(results)
@@ -76,21 +79,38 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def render_jobs(restyler: Restyler, jobs: list[Job], pictures: dict, references: dict) -> dict:
+def make_controls(settings: Settings, pictures: dict, jobs: list[Job], device: str) -> dict:
+    """{input: [control image per --control]} at each picture's size; written beside the outputs as
+    <stem>_<kind>.png with --save-control."""
+    if not settings.controls:
+        return {}
+    stems = {job.input: job.stem for job in jobs}
+    controls = {path: control_images(settings, picture, device) for path, (picture, _) in pictures.items()}
+    if settings.save_control:
+        for path, images in controls.items():
+            for spec, image in zip(settings.controls, images, strict=True):
+                atomic_write_png(Path(settings.out) / control_filename(stems[path], spec.kind), image)
+    return controls
+
+
+def render_jobs(
+    restyler: Restyler, jobs: list[Job], pictures: dict, references: dict, controls: dict | None = None
+) -> dict:
     """Every job's image, written as it is made; {job: image}. Scale is the outer loop, so an unfused
     LoRA changes its scale once per value, and same-size images share a batch (the order within a
-    batch does not change any image)."""
+    batch does not change any image). `controls`: each input's control images (make_controls)."""
     from infer.restyle.reference import reference_prompt
 
     settings = restyler.settings
     has_lora = settings.lora_file is not None
     batch_size = 1 if references else settings.batch_size  # with references each input has its own prompt
     results = {}
+    controls = controls or {}
     for scale in settings.scales:
         restyler.set_scale(scale)
-        for strength in settings.strengths:
+        for strength, control in itertools.product(settings.strengths, settings.control_weightings()):
             by_size = defaultdict(list)
-            for job in (j for j in jobs if j.scale == scale and j.strength == strength):
+            for job in (j for j in jobs if (j.scale, j.strength, j.control) == (scale, strength, control)):
                 by_size[pictures[job.input][0].size].append(job)
             for size, group in by_size.items():
                 for start in range(0, len(group), batch_size):
@@ -104,6 +124,8 @@ def render_jobs(restyler: Restyler, jobs: list[Job], pictures: dict, references:
                         scale,
                         prompt,
                         ref.image() if ref and settings.ip_adapter else None,
+                        [controls[j.input] for j in batch] if controls else None,
+                        tuple(weight for _, weight in control),
                     )
                     for job, image in zip(batch, images, strict=True):
                         original = pictures[job.input][1]
@@ -121,10 +143,22 @@ def render_jobs(restyler: Restyler, jobs: list[Job], pictures: dict, references:
 
 def write_sweep_grids(settings: Settings, results: dict) -> None:
     """One labelled strength x scale grid per input and seed."""
+    columns, names = sweep_columns(settings)
     for (stem, seed), group in itertools.groupby(
         sorted(results, key=lambda j: (j.stem, j.seed)), key=lambda j: (j.stem, j.seed)
     ):
-        tiles = {(j.strength, j.scale): results[j] for j in group}
+        tiles = {(j.strength, (j.scale, j.control)): results[j] for j in group}
         title = f"{stem}  seed {seed}  {settings.prompt}"[:120]
-        grid = grid_image(tiles, settings.strengths, settings.scales, title=title)
+        grid = grid_image(tiles, settings.strengths, columns, title=title, column_names=names)
         atomic_write_png(Path(settings.out) / grid_name(stem, seed), grid)
+
+
+def sweep_columns(settings: Settings) -> tuple[list, list[str]]:
+    """The grid's columns, (scale, control weights), and their labels: "scale 0.8", "canny 0.5"."""
+    columns = list(itertools.product(settings.scales, settings.control_weightings()))
+    names = []
+    for scale, control in columns:
+        parts = [f"scale {scale:g}"] if len(settings.scales) > 1 or not settings.control_sweep else []
+        parts += [f"{kind} {weight:g}" for kind, weight in control] if settings.control_sweep else []
+        names.append(" ".join(parts))
+    return columns, names

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from infer.restyle.control import a1111_control_fields
 from infer.restyle.png_info import format_parameters, png_with_parameters
 from infer.restyle.restyler import Restyler
 from infer.restyle.settings import Job
@@ -37,6 +38,7 @@ def describe(
         "Model": Path(s.base_model).name if Path(s.base_model).exists() else s.base_model,
         "Denoising strength": f"{job.strength:g}",
         "Lora hashes": f"{lora_name}: {restyler.lora_hash}" if lora_name else None,
+        **a1111_control_fields(s, job.control),
         "Version": "oeuvre",
     }
     lora = (lora_name, job.scale) if lora_name else None
@@ -60,6 +62,16 @@ def describe(
         else {"file": str(s.lora_file), "name": lora_name, "hash": restyler.lora_hash, "scale": job.scale},
         "embedding": str(s.embedding_file) if s.embedding_file else None,
         "trigger_token": s.trigger_token,
+        "controls": [
+            {
+                "kind": c.kind,
+                "model": c.model,
+                "weight": weight,
+                "start": s.control_start,
+                "end": s.control_end,
+            }
+            for c, (_, weight) in zip(s.controls, job.control, strict=True)
+        ],
         "input": str(job.input),
         "device": restyler.device,
         "dtype": str(restyler.dtype).removeprefix("torch."),

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from infer.bases.resolve import load_img2img_pipeline, pipeline_arch, resolve_base
@@ -40,6 +40,39 @@ class LoadedBase:
     arch: str
     sampler: str  # A1111's name for the pipeline's scheduler
     base_hash: str | None  # A1111's "Model hash": the UNet file's sha256, 10 hex digits
+    controlnets: dict = field(default_factory=dict)  # ControlNet id/folder -> model, loaded once
+    control_pipes: dict = field(default_factory=dict)  # (ControlNets...) -> pipeline sharing the base's
+
+
+def control_pipeline(base: LoadedBase, models: tuple[str, ...]):
+    """The base as diffusers' ControlNet img2img pipeline over `models` (several: multi-ControlNet), or
+    the plain img2img pipeline for none. Each ControlNet is checked against the base's UNet before it
+    loads, and loads once per process; the pipelines share the base's modules, LoRA layers included."""
+    from infer.bases.controlnets import check_controlnet_fits, controlnet_config, load_controlnet
+
+    if not models:
+        return base.pipe
+    if models not in base.control_pipes:
+        for model in models:
+            if model not in base.controlnets:
+                config = controlnet_config(model)
+                check_controlnet_fits(model, config, base.pipe.unet.config, base.arch, base.base_model)
+                base.controlnets[model] = load_controlnet(model, base.dtype).to(base.device)
+        from diffusers import (
+            StableDiffusionControlNetImg2ImgPipeline,
+            StableDiffusionXLControlNetImg2ImgPipeline,
+        )
+
+        cls = (
+            StableDiffusionXLControlNetImg2ImgPipeline
+            if base.arch == "sdxl"
+            else StableDiffusionControlNetImg2ImgPipeline
+        )
+        nets = [base.controlnets[model] for model in models]
+        pipe = cls.from_pipe(base.pipe, controlnet=nets if len(nets) > 1 else nets[0])
+        pipe.set_progress_bar_config(disable=True)
+        base.control_pipes[models] = pipe
+    return base.control_pipes[models]
 
 
 def load_base(base_model: str, device: str, dtype) -> LoadedBase:
@@ -146,7 +179,8 @@ class Restyler:
                 pipe, settings.ip_adapter, base.arch, settings.ip_adapter_weight, settings.ip_adapter_scale
             )
         adapter = ADAPTER if settings.lora_file is not None and not fused else None
-        return cls(settings, base, adapter, lora_hash, fused)
+        pipe = control_pipeline(base, tuple(c.model for c in settings.controls))
+        return cls(settings, base, adapter, lora_hash, fused, pipe=pipe)
 
     def set_scale(self, scale: float) -> None:
         if self.adapter is not None:
@@ -176,9 +210,18 @@ class Restyler:
         return self._embeds[scale, prompt]
 
     def __call__(
-        self, images: list, seeds: list[int], strength: float, scale: float, prompt=None, reference=None
+        self,
+        images: list,
+        seeds: list[int],
+        strength: float,
+        scale: float,
+        prompt=None,
+        reference=None,
+        controls: list[list] | None = None,
+        control_weights: tuple[float, ...] = (),
     ) -> list:
-        """prompt: instead of the settings' one; reference: the IP-Adapter image (--reference nearest)."""
+        """prompt: instead of the settings' one; reference: the IP-Adapter image (--reference nearest);
+        controls: each image's control images, one per ControlNet, weighted by control_weights."""
         import torch
 
         embeds = {
@@ -187,6 +230,8 @@ class Restyler:
         }
         if reference is not None and self.settings.ip_adapter:
             embeds["ip_adapter_image"] = [reference] * len(images)
+        if self.settings.controls:
+            embeds.update(self._control_kwargs(controls, control_weights))
         # CPU generators: the same seed gives the same noise on any device and in any process.
         generators = [torch.Generator("cpu").manual_seed(seed) for seed in seeds]
         with torch.inference_mode():
@@ -198,6 +243,30 @@ class Restyler:
                 generator=generators,
                 **embeds,
             ).images
+
+    def _control_kwargs(self, controls: list[list] | None, weights: tuple[float, ...]) -> dict:
+        s = self.settings
+        if controls is None or len(weights) != len(s.controls):
+            raise ValueError("restyling with ControlNets needs each image's control images and weights")
+        per_net = [[images[i] for images in controls] for i in range(len(s.controls))]
+        single = len(s.controls) == 1  # one ControlNet takes plain values, several take lists
+        if not single:  # diffusers' multi-ControlNet takes one image, or one batch tensor, per net
+            per_net = [_batch_tensor(images) for images in per_net]
+        return {
+            "control_image": per_net[0] if single else per_net,
+            "controlnet_conditioning_scale": weights[0] if single else list(weights),
+            "control_guidance_start": s.control_start,
+            "control_guidance_end": s.control_end,
+        }
+
+
+def _batch_tensor(images: list):
+    """PIL images as one [batch, 3, H, W] tensor in [0, 1], as the pipelines take control images."""
+    import numpy as np
+    import torch
+
+    arrays = np.stack([np.asarray(image.convert("RGB"), dtype=np.float32) / 255 for image in images])
+    return torch.from_numpy(arrays).permute(0, 3, 1, 2).contiguous()
 
 
 def process_state(preference: str):

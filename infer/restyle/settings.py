@@ -11,6 +11,7 @@ from typing import Any
 
 from infer.lora.files import LoraFileError, find_run_lora, read_lora_metadata
 from infer.lora.recommended import recommended_settings
+from infer.restyle.control import ControlSpec, add_control_arguments, resolve_controls
 from infer.restyle.sweep import parse_sweep
 from oeuvre.inputs import InputError, output_stems
 
@@ -36,7 +37,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", choices=["auto", "cuda", "mps", "cpu"])
     parser.add_argument("--dtype", choices=["auto", "fp32", "fp16", "bf16"])
     parser.add_argument(
-        "--sweep", nargs="+", metavar="KEY=V1,V2", help="e.g. strength=0.3,0.5,0.7 scale=0.5,1.0"
+        "--sweep",
+        nargs="+",
+        metavar="KEY=V1,V2",
+        help="e.g. strength=0.3,0.5,0.7 scale=0.5,1.0 control=0.5,1.0 (the weight of every --control)",
     )
     parser.add_argument("--out", type=Path, help="output folder; default RUN_DIR/restyled or ./restyled")
     parser.add_argument("--overwrite", action="store_true", help="replace existing outputs")
@@ -49,6 +53,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--ip-adapter", help="IP-Adapter folder or hub id, used with --reference nearest")
     parser.add_argument("--ip-adapter-weight", help="its weight file name (default: h94's for the arch)")
     parser.add_argument("--ip-adapter-scale", type=float, default=1.0, help="scale on the style layers")
+    add_control_arguments(parser)
 
 
 @dataclass(frozen=True)
@@ -79,6 +84,23 @@ class Settings:
     ip_adapter: str | None = None
     ip_adapter_weight: str | None = None
     ip_adapter_scale: float = 1.0
+    # --control (infer/restyle/control.py): ControlNets, in order; control_sweep replaces every weight.
+    controls: tuple[ControlSpec, ...] = ()
+    control_sweep: tuple[float, ...] = ()
+    control_start: float = 0.0
+    control_end: float = 1.0
+    canny_low: int = 100
+    canny_high: int = 200
+    depth_model: str | None = None
+    save_control: bool = False
+
+    def control_weightings(self) -> list[tuple[tuple[str, float], ...]]:
+        """Each job's ((kind, weight), ...): one per --sweep control value, else the flags' weights."""
+        if not self.controls:
+            return [()]
+        if self.control_sweep:
+            return [tuple((c.kind, w) for c in self.controls) for w in self.control_sweep]
+        return [tuple((c.kind, c.weight) for c in self.controls)]
 
 
 @dataclass(frozen=True)
@@ -90,10 +112,12 @@ class Job:
     seed: int
     strength: float
     scale: float
+    control: tuple[tuple[str, float], ...] = ()  # (kind, weight) per ControlNet
 
     def filename(self, has_lora: bool) -> str:
         lora = f"lora{self.scale:g}" if has_lora else "nolora"
-        return f"{self.stem}_seed{self.seed}_str{self.strength:g}_{lora}.png"
+        control = "".join(f"_{kind}{weight:g}" for kind, weight in self.control)
+        return f"{self.stem}_seed{self.seed}_str{self.strength:g}_{lora}{control}.png"
 
 
 def _check(name: str, value: float, ok: bool, expected: str) -> None:
@@ -163,6 +187,9 @@ def resolve_settings(args: argparse.Namespace) -> Settings:
     out = args.out or (run_dir / "restyled" if run_dir else Path("restyled"))
     if getattr(args, "ip_adapter", None) and getattr(args, "reference", "none") != "nearest":
         raise InputError(f"--ip-adapter {args.ip_adapter}: only used with --reference nearest")
+    controls = resolve_controls(args, infer.control, str(base))
+    if "control" in sweep and not controls["controls"]:
+        raise InputError("--sweep control=...: sweeps the --control weights; pass --control canny|depth")
     return Settings(
         base_model=str(base),
         lora_file=lora_file,
@@ -188,6 +215,8 @@ def resolve_settings(args: argparse.Namespace) -> Settings:
         ip_adapter=getattr(args, "ip_adapter", None),
         ip_adapter_weight=getattr(args, "ip_adapter_weight", None),
         ip_adapter_scale=getattr(args, "ip_adapter_scale", 1.0),
+        control_sweep=tuple(sweep.get("control", ())),
+        **controls,
     )
 
 
@@ -210,11 +239,12 @@ def _resolve_lora(spec: str) -> tuple[Path | None, Path | None, Path | None]:
 def plan_jobs(settings: Settings, inputs: list[Path]) -> list[Job]:
     stems = output_stems(inputs)
     return [
-        Job(path, stems[path], seed, strength, scale)
+        Job(path, stems[path], seed, strength, scale, control)
         for path in inputs
         for seed in settings.seeds
         for strength in settings.strengths
         for scale in settings.scales
+        for control in settings.control_weightings()
     ]
 
 
@@ -230,6 +260,8 @@ def refuse_overwrite(settings: Settings, jobs: list[Job]) -> None:
     names = [job.filename(has_lora) for job in jobs]
     if settings.sweep:
         names += sorted({grid_name(job.stem, job.seed) for job in jobs})
+    if settings.save_control:
+        names += sorted({f"{job.stem}_{c.kind}.png" for job in jobs for c in settings.controls})
     existing = [name for name in names if (settings.out / name).exists()]
     if existing:
         raise InputError(

@@ -6,11 +6,12 @@ from collections.abc import Mapping, Sequence
 
 from oeuvre.inputs import InputError
 
-SWEEP_KEYS = ("strength", "scale")
+SWEEP_KEYS = ("strength", "scale", "control")  # control: the weight of every --control
 
 
 def parse_sweep(specs: Sequence[str]) -> dict[str, list[float]]:
-    """{"strength": [...], "scale": [...]} from KEY=V1,V2,... items; rows are strength, columns scale."""
+    """{"strength": [...], "scale": [...], "control": [...]} from KEY=V1,V2,... items; rows are strength,
+    columns scale (and control weight)."""
     sweep: dict[str, list[float]] = {}
     for spec in specs:
         key, sep, values = spec.partition("=")
@@ -27,6 +28,8 @@ def parse_sweep(specs: Sequence[str]) -> dict[str, list[float]]:
             raise InputError(f"--sweep {spec}: values must be numbers separated by commas") from exc
         if not numbers:
             raise InputError(f"--sweep {spec}: no values given")
+        if key == "control" and min(numbers) < 0:
+            raise InputError(f"--sweep {spec}: control weights must be >= 0")
         sweep[key] = list(dict.fromkeys(numbers))  # repeated values would only repeat tiles
     return sweep
 
@@ -38,8 +41,10 @@ def grid_image(
     row_label: str = "strength",
     column_label: str = "scale",
     title: str = "",
+    column_names: Sequence[str] | None = None,
 ):
-    """Tiles[(row, column)] in a rows × columns grid, with a header row and column naming the values."""
+    """Tiles[(row, column)] in a rows × columns grid, with a header row and column naming the values
+    (`column_names` instead of "<column_label> <value>" where columns are not plain numbers)."""
     from PIL import Image, ImageDraw, ImageFont
 
     first = next(iter(tiles.values()))
@@ -55,9 +60,10 @@ def grid_image(
     draw = ImageDraw.Draw(grid)
     if title:
         draw.text((pad, pad), title, fill="black", font=font)
-    for j, column in enumerate(columns):
+    names = column_names or [f"{column_label} {column:g}" for column in columns]
+    for j, name in enumerate(names):
         x = left_w + j * tile_w
-        draw.text((x + pad, top_h - text_h + pad), f"{column_label} {column:g}", fill="black", font=font)
+        draw.text((x + pad, top_h - text_h + pad), name, fill="black", font=font)
     for i, row in enumerate(rows):
         y = top_h + i * tile_h
         draw.text((pad, y + tile_h / 2 - text_h / 2 + pad), f"{row_label} {row:g}", fill="black", font=font)
