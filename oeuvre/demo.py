@@ -45,6 +45,8 @@ def run_step(title: str, args: list[str]) -> None:
 
 
 def main(argv=None) -> int:
+    """One function on purpose (about 80 lines): it is the worked example, the list of commands a user
+    would type, in order."""
     parser = argparse.ArgumentParser(prog="python -m oeuvre.demo", description=__doc__)
     parser.add_argument("--out", type=Path, default=Path("runs/demo"), help="the run folder")
     parser.add_argument("--quick", action="store_true", help="a few images and steps: seconds, not minutes")

@@ -169,6 +169,27 @@ def write_plots(report: Path, table: dict, checkpoints: list[dict], primary: str
     return written
 
 
+def write_pictures(report: Path, images: dict, cells: dict, judge) -> None:
+    """The outputs, the nearest held-out works and each output's nearest training work with the matched
+    region outlined, as the small PNGs the page shows."""
+    from PIL import Image
+
+    for (stem, column), image in images.items():
+        atomic_write_bytes(report / "images" / f"{_name(stem)}__{_name(column)}.png", _png(image, 256))
+    works = {w.id: w for w in judge.holdout + judge.train}
+    for (stem, column), result in cells.items():
+        near = result["nearest_holdout"]
+        near["image"] = f"works/{_name(near['id'].rsplit('.', 1)[0])}.png"
+        if not (report / near["image"]).exists():
+            with Image.open(works[near["id"]].path) as opened:
+                atomic_write_bytes(report / near["image"], _png(opened.convert("RGB"), 128))
+        copy = result["copy"]
+        copy["image"] = f"copies/{_name(stem)}__{_name(column)}.png"
+        with Image.open(works[copy["id"]].path) as opened:
+            outlined = outline_region(opened.convert("RGB"), copy, 160)
+        atomic_write_bytes(report / copy["image"], png_bytes(outlined))
+
+
 def write_report(
     report: Path,
     *,
@@ -185,23 +206,8 @@ def write_report(
     """Write images/, the plots, report.json and index.html under `report`; returns the JSON data.
     `extra` adds sections to report.json (the palette figures); a `palette` section also gets its
     sentence beside the verdict."""
-    from PIL import Image
-
     descriptors = [d.name for d in judge.descriptors]
-    for (stem, column), image in images.items():
-        atomic_write_bytes(report / "images" / f"{_name(stem)}__{_name(column)}.png", _png(image, 256))
-    works = {w.id: w for w in judge.holdout + judge.train}
-    for (stem, column), result in cells.items():
-        near = result["nearest_holdout"]
-        near["image"] = f"works/{_name(near['id'].rsplit('.', 1)[0])}.png"
-        if not (report / near["image"]).exists():
-            with Image.open(works[near["id"]].path) as opened:
-                atomic_write_bytes(report / near["image"], _png(opened.convert("RGB"), 128))
-        copy = result["copy"]
-        copy["image"] = f"copies/{_name(stem)}__{_name(column)}.png"
-        with Image.open(works[copy["id"]].path) as opened:
-            outlined = outline_region(opened.convert("RGB"), copy, 160)
-        atomic_write_bytes(report / copy["image"], png_bytes(outlined))
+    write_pictures(report, images, cells, judge)
     table = means(columns, cells, descriptors)
     plots = write_plots(report, table, checkpoints, judge.primary)
     stems = list(dict.fromkeys(stem for stem, _ in images))
