@@ -240,6 +240,23 @@ def machine() -> dict:
     }
 
 
+def curation_lines(cur: dict) -> list[str]:
+    lines = [
+        f"| curation ({cur['images']} JPEGs, 512 px; images/s) | | "
+        f"{cur['curation_images_per_s']['median']} (min {cur['curation_images_per_s']['min']}) | | ≥ 50 |"
+    ]
+    for n, row in cur["near_duplicate_search_s"].items():
+        lines.append(
+            f"| near-duplicate search, {n} hashes (s) | | {row['median']} (min {row['min']}) | | seconds |"
+        )
+    for row in cur.get("grouping", []):
+        lines.append(
+            f"| same-picture grouping, {row['images']} images (s) | | {row['group_s']} "
+            f"(+ {row['features_s']} features) | | sub-quadratic |"
+        )
+    return lines
+
+
 def markdown(results: dict) -> str:
     lines = [
         "# Benchmarks",
@@ -252,7 +269,7 @@ def markdown(results: dict) -> str:
         "| figure | reference | ours | ratio (min / median) | goal |",
         "|---|---|---|---|---|",
     ]
-    for label, row in results["train"].items():
+    for label, row in results.get("train", {}).items():
         if isinstance(row, dict) and not label.startswith("cuda_"):
             lines.append(
                 f"| train step, {label} (s/step, median) | {row['plain_s_per_step']['median']} | "
@@ -263,7 +280,7 @@ def markdown(results: dict) -> str:
                 f"| train peak RSS, {label} (MB) | {row['plain_peak_rss_mb']} | "
                 f"{row['ours_peak_rss_mb']} | | |"
             )
-    for label, row in results["train"].items():
+    for label, row in results.get("train", {}).items():
         if label.startswith("cuda_"):
             mfu = "n/a (unknown peak)" if row["mfu"] is None else f"{row['mfu']:.1%}"
             lines.append(
@@ -272,26 +289,13 @@ def markdown(results: dict) -> str:
                 f"{row['it_per_s']['median']} it/s, {row['peak_vram_gib']} GiB peak, MFU {mfu} | | "
                 f"{'≤ 12 GiB' if 'goal_vram_gib' in row else ''} |"
             )
-    for label, row in results["restyle"].items():
+    for label, row in results.get("restyle", {}).items():
         if isinstance(row, dict):
             lines.append(
                 f"| restyle, {label} (images/s) | {row['plain_images_per_s']} | {row['ours_images_per_s']} | "
                 f"{row['ratio'].get('min', '–')} / {row['ratio']['median']}× | ≥ 1.3× |"
             )
-    cur = results["curation"]
-    lines.append(
-        f"| curation ({cur['images']} JPEGs, 512 px; images/s) | | "
-        f"{cur['curation_images_per_s']['median']} (min {cur['curation_images_per_s']['min']}) | | ≥ 50 |"
-    )
-    for n, row in cur["near_duplicate_search_s"].items():
-        lines.append(
-            f"| near-duplicate search, {n} hashes (s) | | {row['median']} (min {row['min']}) | | seconds |"
-        )
-    for row in cur.get("grouping", []):
-        lines.append(
-            f"| same-picture grouping, {row['images']} images (s) | | {row['group_s']} "
-            f"(+ {row['features_s']} features) | | sub-quadratic |"
-        )
+    lines += curation_lines(results["curation"]) if "curation" in results else []
     if "recommend" in results:
         rec = results["recommend"]
         lines.append(
@@ -310,17 +314,20 @@ def main(argv=None) -> int:
         "--quick", action="store_true", help="tiny models only, fewer images: about 3 minutes"
     )
     parser.add_argument("--repeats", type=int, default=3)
+    benches = {
+        "curation": lambda a: bench_curation(a.repeats, 60 if a.quick else 300, a.quick),
+        "copy": lambda a: bench_copy(a.quick),
+        "train": lambda a: bench_train(a.repeats, quick=a.quick),
+        "restyle": lambda a: bench_restyle(a.repeats, full=not a.quick),
+        "recommend": lambda a: bench_recommend(),
+    }
+    parser.add_argument("--only", nargs="+", choices=list(benches), help="run just these (default: all)")
     args = parser.parse_args(argv)
     start = time.perf_counter()
-    results = {
-        "quick": args.quick,
-        "machine": machine(),
-        "curation": bench_curation(args.repeats, 60 if args.quick else 300, args.quick),
-        "copy": bench_copy(args.quick),
-        "train": bench_train(args.repeats, quick=args.quick),
-        "restyle": bench_restyle(args.repeats, full=not args.quick),
-        "recommend": bench_recommend(),
-    }
+    results = {"quick": args.quick, "machine": machine()}
+    for name, bench in benches.items():
+        if not args.only or name in args.only:
+            results[name] = bench(args)
     results["wall_s"] = round(time.perf_counter() - start, 1)
     atomic_write_text(OUT_DIR / "results.json", json.dumps(results, indent=2) + "\n")
     atomic_write_text(OUT_DIR / "RESULTS.md", markdown(results))

@@ -15,7 +15,19 @@ from conftest import REPO
 def test_quick_bench_writes_parseable_results(tmp_path):
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(REPO)}
     done = subprocess.run(
-        [sys.executable, "-m", "oeuvre.bench", "--quick", "--repeats", "1"],
+        # The copy and recommendation benches have their own tests (test_eval_copy, test_recommend).
+        [
+            sys.executable,
+            "-m",
+            "oeuvre.bench",
+            "--quick",
+            "--repeats",
+            "1",
+            "--only",
+            "curation",
+            "train",
+            "restyle",
+        ],
         cwd=tmp_path,
         env=env,
         capture_output=True,
