@@ -107,6 +107,15 @@ def match_baselines(baseline: Path | None, contents: list[Path]) -> dict[Path, P
     return matched
 
 
+def configured_strength(run_dir: Path) -> float:
+    """The run's own infer.strength, not the recommended one: the report's columns stay the same from
+    run to run (and before and after `infer recommend`), so reports compare."""
+    from oeuvre.config import PROJECT_CONFIGS, load_config
+
+    config_file = run_dir / "config.yaml"
+    return load_config(config_file if config_file.is_file() else PROJECT_CONFIGS / "base.yaml").infer.strength
+
+
 def default_strengths(strength: float) -> tuple[float, ...]:
     return tuple(sorted({round(max(0.1, strength - 0.2), 2), strength, round(min(1.0, strength + 0.2), 2)}))
 
@@ -259,7 +268,7 @@ def run(args: argparse.Namespace) -> int:
     report = args.out or run_dir / "report"
     judge = Judge(run_dir / "dataset", args.descriptor, args.top_k)  # fails early on a run without holdout
     settings = restyle_settings(args, report / "images")
-    strengths = tuple(args.strengths) if args.strengths else default_strengths(settings.strengths[0])
+    strengths = tuple(args.strengths) if args.strengths else default_strengths(configured_strength(run_dir))
     for strength in strengths:
         if not 0 < strength <= 1:
             raise InputError(f"--strengths {strength:g}: expected values in (0, 1]")
