@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
 
 import pytest
 from conftest import REPO
+
+from infer.evaluate.recommend import TIE_DIGITS, Recommendation
 
 
 @pytest.mark.slow
@@ -32,6 +35,13 @@ def test_quick_demo_runs_every_step_and_writes_every_output(tmp_path):
     assert list((run / "restyled" / "sweep").glob("*grid*.png"))
     assert (run / "report" / "index.html").is_file()
     assert (run / "report" / "recommendation.json").is_file() and "recommended: " in done.stdout
+    # The demo's own recommendation against its own numbers: the choice meets the constraint, and no
+    # eligible cell has a higher held-out style.
+    result = Recommendation.from_json(json.loads((run / "report" / "recommendation.json").read_text()))
+    choice = result.choice
+    assert choice is not None and choice.content_kept >= result.floor and choice.copies == 0
+    eligible = [c for c in result.cells if c.content_kept >= result.floor and c.copies == 0]
+    assert all(round(c.style, TIE_DIGITS) <= round(choice.style, TIE_DIGITS) for c in eligible)
     assert "<h2>Recommended</h2>" in (run / "report" / "index.html").read_text()
     assert "evaluation: Under weights-free, the LoRA's outputs are " in done.stdout  # the verdict, either way
     assert list((run / "samples").glob("*.png")) and list((run / "logs").rglob("events.out.tfevents*"))
