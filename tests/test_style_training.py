@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-from types import SimpleNamespace
-
 import pytest
 import torch
-from train_helpers import reset_accelerate, train_config, write_dataset
+from train_helpers import one_process, reset_accelerate, train_config, write_dataset
 
 from oeuvre.paths import RunPaths
 from train.batches import make_batch
@@ -18,13 +16,6 @@ from train.preservation import preservation_captions
 from train.recipe import Step, make_optimizer, prompt_encoder, training_step
 
 TOKEN = "<demo-artist>"
-ONE_PROCESS = dict(
-    process_index=0,
-    num_processes=1,
-    device=torch.device("cpu"),
-    is_local_main_process=False,
-    wait_for_everyone=lambda: None,
-)
 
 
 @pytest.fixture(autouse=True)
@@ -363,7 +354,7 @@ def test_an_all_ones_mask_is_the_unmasked_loss_exactly(tiny_bases, tmp_path):
         b = training_step(unmasked, step, torch.Generator().manual_seed(1))
         assert torch.equal(a, b)
         cache = LatentCache(tmp_path / "cache", parts.vae)  # cached latents carry their masks
-        fill_latent_cache(cache, images, None, parts.vae, SimpleNamespace(**ONE_PROCESS))
+        fill_latent_cache(cache, images, None, parts.vae, one_process())
         cached = make_batch([0], images, None, config.train, cache, torch.Generator().manual_seed(0))
         assert cached.latent_dists is not None and cached.masks is not None
         assert torch.equal(training_step(cached, step, torch.Generator().manual_seed(1)), a)

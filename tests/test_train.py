@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import itertools
 import shutil
-from types import SimpleNamespace
 
 import pytest
 import torch
 from conftest import REPO
 from safetensors.torch import load_file
-from train_helpers import launch, reset_accelerate, train_config, write_dataset
+from train_helpers import launch, one_process, reset_accelerate, train_config, write_dataset
 
 from oeuvre.paths import RunPaths
 from train import checkpoints, recipe
@@ -23,14 +22,7 @@ from train.models import add_lora_adapters, load_components, trainable_parameter
 from train.recipe import Step, make_optimizer, prompt_encoder, training_step
 
 TOKEN = "<demo-artist>"
-# What fill_latent_cache asks of an Accelerator, for one process.
-ONE_PROCESS = SimpleNamespace(
-    process_index=0,
-    num_processes=1,
-    device=torch.device("cpu"),
-    is_local_main_process=False,
-    wait_for_everyone=lambda: None,
-)
+ONE_PROCESS = one_process()
 
 
 @pytest.fixture(autouse=True)

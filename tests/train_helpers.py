@@ -99,7 +99,26 @@ def launch(run_dir: Path, base: Path, *overrides: str, processes: int = 2, accel
         *overrides,
     ]
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(repo), "OMP_NUM_THREADS": "1"}
-    return subprocess.run(command, cwd=repo, env=env, capture_output=True, text=True, timeout=300)
+    # Known issue (see the closing note of 2026-12-01): on this 2-core VM a two-process gloo run now and
+    # then hangs with both ranks idle (a few in ten launches, at any step). Until it is found, a launch
+    # that has not finished in 150 s (a normal one takes about 15 s) is killed with its ranks and tried
+    # again once (it resumes from any checkpoint the hung attempt finished; resuming is bit-exact), so
+    # the suite tests the result rather than the hang.
+    import signal
+
+    for attempt in range(2):
+        process = subprocess.Popen(
+            command, cwd=repo, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            start_new_session=True,
+        )  # fmt: skip
+        try:
+            stdout, stderr = process.communicate(timeout=150)
+            return subprocess.CompletedProcess(command, process.returncode, stdout, stderr)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)  # the launcher and both ranks
+            process.communicate()
+            if attempt == 1:
+                raise
 
 
 def reset_accelerate() -> None:
@@ -119,3 +138,18 @@ def train_in_process(config) -> Path:
         return recipe.run(config)
     finally:
         reset_accelerate()
+
+
+def one_process():
+    """What fill_latent_cache asks of an Accelerator, for one process on the CPU."""
+    from types import SimpleNamespace
+
+    import torch
+
+    return SimpleNamespace(
+        process_index=0,
+        num_processes=1,
+        device=torch.device("cpu"),
+        is_local_main_process=False,
+        wait_for_everyone=lambda: None,
+    )

@@ -139,6 +139,9 @@ def fill_latent_cache(
     from tqdm.auto import tqdm
 
     todo = [job for job in cache_jobs(train_set, class_set) if not cache.path(*_key(job)).is_file()]
+    # Every rank must see the same to-do list before any rank writes to the cache: a rank that looked
+    # after another had started writing would slice a shorter list, and some latents would be skipped.
+    accelerator.wait_for_everyone()
     mine = todo[accelerator.process_index :: accelerator.num_processes]
     for images, index, bucket in tqdm(
         mine, desc="cache latents", disable=not mine or not accelerator.is_local_main_process

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from infer.bases.control_images import control_image, write_tiny_depth_estimator
-from infer.bases.tiny_pretrain import training_set
+from infer.bases.tiny_pretrain import noisy_batch, training_set
 
 CANNY_THRESHOLDS = (100, 200)  # as configs/base.yaml's infer.control defaults
 DEPTH_ESTIMATOR = "depth-estimator"
@@ -64,13 +64,7 @@ def train_controlnet(
     generator = torch.Generator().manual_seed(seed + 1)
     losses = []
     for _ in tqdm(range(steps), desc=f"training the tiny {kind} ControlNet", unit="step"):
-        index = torch.randint(0, pictures, (batch_size,), generator=generator)
-        clean = latents[index]
-        noise = torch.randn(clean.shape, generator=generator)
-        timesteps = torch.randint(
-            0, noise_scheduler.config.num_train_timesteps, (batch_size,), generator=generator
-        )
-        noisy = noise_scheduler.add_noise(clean, noise, timesteps)
+        index, clean, noise, timesteps, noisy = noisy_batch(latents, noise_scheduler, batch_size, generator)
         kwargs = {k: {n: t[index] for n, t in v.items()} for k, v in extra.items()}
         down, mid = controlnet(
             noisy, timesteps, text[index], controlnet_cond=cond[index], return_dict=False, **kwargs

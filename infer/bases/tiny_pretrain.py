@@ -4,8 +4,8 @@ A random UNet predicts noise that has nothing to do with the image, so its img2i
 coloured static, with or without a LoRA, and no style can show. Real LoRAs start from a base that
 already denoises pictures in general; this recreates that in miniature: a few hundred full UNet
 steps on procedurally drawn, style-free pictures (two-tone backgrounds and flat shapes in colours
-from the whole gamut, captioned with their colour names), with the ordinary epsilon objective.
-The artist's LoRA then has a denoiser to bend.
+from the whole gamut, captioned with their colour names), with the base's own objective (epsilon,
+or v-prediction for a zero-SNR base). The artist's LoRA then has a denoiser to bend.
 
 Only the UNet trains; the text encoders stay random (their embeddings still tell prompts apart).
 """
@@ -79,6 +79,17 @@ def _conditioning(pipe, captions: list[str]) -> tuple[torch.Tensor, dict]:
     return embeds, {}
 
 
+def noisy_batch(latents: torch.Tensor, noise_scheduler, batch_size: int, generator: torch.Generator):
+    """A random batch of the latents, noised at random timesteps: (index, clean, noise, timesteps, noisy)."""
+    index = torch.randint(0, latents.shape[0], (batch_size,), generator=generator)
+    clean = latents[index]
+    noise = torch.randn(clean.shape, generator=generator)
+    timesteps = torch.randint(
+        0, noise_scheduler.config.num_train_timesteps, (batch_size,), generator=generator
+    )
+    return index, clean, noise, timesteps, noise_scheduler.add_noise(clean, noise, timesteps)
+
+
 def training_set(pipe, pictures: int, size: int, seed: int) -> tuple[list, torch.Tensor, torch.Tensor, dict]:
     """The drawn pictures, their latents, and their text conditioning (same seed, same set)."""
     rng = np.random.default_rng(seed)
@@ -116,13 +127,7 @@ def pretrain_unet(
     generator = torch.Generator().manual_seed(seed)
     losses = []
     for _ in tqdm(range(steps), desc="pre-training the tiny base", unit="step"):
-        index = torch.randint(0, pictures, (batch_size,), generator=generator)
-        clean = latents[index]
-        noise = torch.randn(clean.shape, generator=generator)
-        timesteps = torch.randint(
-            0, noise_scheduler.config.num_train_timesteps, (batch_size,), generator=generator
-        )
-        noisy = noise_scheduler.add_noise(clean, noise, timesteps)
+        index, clean, noise, timesteps, noisy = noisy_batch(latents, noise_scheduler, batch_size, generator)
         kwargs = {k: {n: t[index] for n, t in v.items()} for k, v in extra.items()}
         prediction = unet(noisy, timesteps, text[index], **kwargs).sample
         target = noise
