@@ -8,6 +8,8 @@ Commands (the package that holds each one's code in brackets):
                                                                  [evaluate]
   recommend RUN_DIR [--content DIR] [--floor F] [--dry-run]       the best checkpoint, strength, scale on
                                                                  held-out works, into the LoRA [evaluate]
+  showcase RUN_DIR [--out PNG]                                    content | base | LoRA | held-out work, one
+                                                                 picture from the evaluation [evaluate]
   nearest IMAGE... --run RUN_DIR [-k 5]                          the artist's works nearest each image [works]
   app [--runs runs/] [--host 127.0.0.1] [--port 7860]            the Gradio web app over trained artists [app]
   tiny-base OUT --arch sd15|sdxl [--size tiny|full] [--pretrain-steps N] [--vae-downsample 2|4|8]
@@ -49,6 +51,12 @@ COMMANDS = {
     "recommend": (
         "pick the checkpoint, strength and scale from held-out evidence; ship them in the LoRA",
         "infer.evaluate.recommend_command",
+        "add_arguments",
+        "run",
+    ),
+    "showcase": (
+        "one labelled picture from the evaluation: content, base, LoRA at two strengths, a held-out work",
+        "infer.evaluate.showcase",
         "add_arguments",
         "run",
     ),

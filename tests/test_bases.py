@@ -211,3 +211,27 @@ def test_pretraining_pictures_are_captioned_with_their_colours():
     assert image.size == (64, 64)
     tokenizer = build_pipeline("sd15").tokenizer
     assert tokenizer.unk_token_id not in tokenizer(caption).input_ids[1:-1]  # every word is in the vocabulary
+
+
+def test_tiny_base_if_changed_keeps_the_same_recipe_and_rebuilds_another(tmp_path, capsys):
+    from infer.__main__ import main
+
+    out = tmp_path / "base"
+
+    def build(*extra):
+        assert main(["tiny-base", str(out), "--pretrain-steps", "1", "--if-changed", *extra]) == 0
+        return capsys.readouterr().out
+
+    assert "wrote" in build()
+    assert json.loads((out / "tiny_base.json").read_text())["noise_offset"] == 0.0
+    assert "kept" in build()  # the same arguments: the folder is left as it is
+    assert "wrote" in build("--noise-offset", "0.3")  # another recipe: built again in place
+    assert json.loads((out / "tiny_base.json").read_text())["noise_offset"] == 0.3
+
+
+def test_img2img_always_runs_at_least_one_denoising_step():
+    from infer.restyle.restyler import steps_for_one_denoise
+
+    for steps, strength in [(2, 0.3), (2, 0.35), (10, 0.05), (3, 1 / 3), (1, 0.5)]:
+        assert int(steps_for_one_denoise(steps, strength) * strength) >= 1, (steps, strength)
+    assert steps_for_one_denoise(30, 0.55) == 30  # enough already: unchanged

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
-from infer.evaluate.palette import mean_lab, moved, palette_figures
+from infer.evaluate.palette import mean_lab, moved, palette_figures, palette_sentence
 
 
 def flat(rgb, size=8):
@@ -49,3 +50,50 @@ def test_zero_snr_tiny_base_trains_with_v_prediction_to_pure_noise(tmp_path):
     scheduler = load_components(str(base)).noise_scheduler  # what the trainer reads from the base
     assert scheduler.config.prediction_type == "v_prediction"
     assert float(scheduler.alphas_cumprod[-1]) == pytest.approx(0, abs=1e-9)  # no signal left at T
+
+
+def test_targets_say_which_goal_each_figure_meets():
+    artist, grey = [flat((61, 90, 107))], [flat((128, 128, 128))]
+    leaky = [flat((80, 98, 110))]  # most of the way: the LoRA shows without its trigger too
+    figures = palette_figures(
+        artist,
+        {"with trigger": artist, "without trigger": leaky, "LoRA off": grey},
+        {0.55: (grey, artist), 0.75: (grey, grey)},
+        t2i_style={"with trigger": 0.6, "without trigger": 0.5, "LoRA off": 0.4},
+        base_content_kept={0.35: 0.65},
+    )
+    met = {t["what"]: t["met"] for t in figures["targets"]}
+    assert met == {
+        "text-to-image with the trigger moves": True,
+        "text-to-image without the trigger moves (style leak)": False,
+        "img2img at 0.55 moves": True,
+        "img2img at 0.75 moves": False,
+        "the base alone at 0.35 keeps the content": False,
+        "text-to-image with the trigger: held-out style similarity above the LoRA off's": True,
+    }
+    sentence = palette_sentence(figures)
+    assert "Targets met: 3 of 6" in sentence and "img2img at 0.75 moves" in sentence
+
+
+def test_tiny_unets_keep_several_channels_per_norm_group():
+    # One channel per group: every GroupNorm removes each channel's mean, so the UNet cannot output a
+    # mean colour and no LoRA can move the palette (what kept the demo grey).
+    from infer.bases.tiny import build_pipeline
+
+    for arch in ("sd15", "sdxl"):
+        unet = build_pipeline(arch, "tiny").unet
+        norms = [m for m in unet.modules() if isinstance(m, torch.nn.GroupNorm)]
+        assert norms and all(m.num_channels // m.num_groups >= 2 for m in norms), arch
+
+
+def test_tiny_unet_output_mean_follows_a_shift_of_its_input():
+    # The property the groups buy: a constant added to the input moves the output's mean.
+    from infer.bases.tiny import build_pipeline
+
+    torch.manual_seed(0)
+    unet = build_pipeline("sd15", "tiny").unet.eval()
+    x = torch.randn(1, 4, 16, 16)
+    text = torch.randn(1, 4, unet.config.cross_attention_dim)
+    with torch.no_grad():
+        means = [unet(x + shift, 500, text).sample.mean((2, 3)) for shift in (0.0, 1.0)]
+    assert (means[1] - means[0]).abs().max() > 0.05

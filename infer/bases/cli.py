@@ -23,6 +23,13 @@ def add_tiny_base_arguments(parser: argparse.ArgumentParser) -> None:
         help="tiny only: first train the UNet this many steps to denoise generic pictures (0: random)",
     )
     parser.add_argument(
+        "--noise-offset",
+        type=float,
+        default=0.0,
+        help="tiny only: offset noise in the pre-training, so the base makes mean colours from the prompt "
+        "instead of copying them from its noisy input (0: plain noise)",
+    )
+    parser.add_argument(
         "--vae-downsample",
         type=int,
         choices=[2, 4, 8],
@@ -50,6 +57,11 @@ def add_tiny_base_arguments(parser: argparse.ArgumentParser) -> None:
         help="only train the --controlnet ControlNets for the tiny base already at OUT (e.g. runs/demo/base)",
     )
     parser.add_argument("--overwrite", action="store_true")
+    parser.add_argument(
+        "--if-changed",
+        action="store_true",
+        help="keep OUT when it was built with these same arguments; otherwise build it again (the demo)",
+    )
 
 
 def run_tiny_base(args: argparse.Namespace) -> int:
@@ -66,6 +78,22 @@ def run_tiny_base(args: argparse.Namespace) -> int:
         add_tiny_controlnets(args.out, kinds, args.controlnet_steps, args.seed, args.overwrite)
         print(f"added {', '.join(kinds)} ControlNet(s) to {args.out} in {time.perf_counter() - start:.2f} s")
         return 0
+    if args.if_changed:
+        from infer.bases.tiny import built_with
+
+        recipe = dict(
+            arch=args.arch,
+            size=args.size,
+            seed=args.seed,
+            pretrain_steps=args.pretrain_steps,
+            vae_downsample=args.vae_downsample,
+            schedule=args.schedule,
+            noise_offset=args.noise_offset,
+        )
+        if built_with(args.out, **recipe) and not args.controlnet:
+            print(f"{args.out}: already built with these arguments; kept")
+            return 0
+        args.overwrite = True
     out = write_tiny_base(
         args.out,
         args.arch,
@@ -77,6 +105,7 @@ def run_tiny_base(args: argparse.Namespace) -> int:
         args.schedule,
         tuple(dict.fromkeys(args.controlnet)),
         args.controlnet_steps,
+        args.noise_offset,
     )
     print(f"wrote {args.size} {args.arch} base to {out} in {time.perf_counter() - start:.2f} s")
     return 0

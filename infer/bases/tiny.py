@@ -113,6 +113,13 @@ def _vae(arch: Arch, size: Size, downsample: int = 8):
     )
 
 
+# Channels per GroupNorm group in the tiny UNets: 4 and 8, as SD's 10 to 40, never 1. With one channel
+# per group every norm removes each channel's mean, so the UNet cannot output a mean colour: the base
+# cannot make one from the prompt and no LoRA can move it (the demo's palette stayed grey).
+TINY_NORM_GROUPS = 8
+RECIPE_FILE = "tiny_base.json"
+
+
 def _sd15_unet(size: Size):
     from diffusers import UNet2DConditionModel
 
@@ -125,7 +132,7 @@ def _sd15_unet(size: Size):
             up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
             cross_attention_dim=32,
             attention_head_dim=8,
-            norm_num_groups=32,
+            norm_num_groups=TINY_NORM_GROUPS,
         )
     return UNet2DConditionModel(
         sample_size=64,
@@ -156,7 +163,7 @@ def _sdxl_unet(size: Size):
             addition_embed_type="text_time",
             addition_time_embed_dim=8,
             projection_class_embeddings_input_dim=80,
-            norm_num_groups=32,
+            norm_num_groups=TINY_NORM_GROUPS,
         )
     return UNet2DConditionModel(
         sample_size=128,
@@ -177,7 +184,7 @@ def _sdxl_unet(size: Size):
 SCHEDULES = ("sd", "zero-snr")
 
 
-def _scheduler(arch: Arch, schedule: str = "sd"):
+def _scheduler(arch: Arch, schedule: str = "sd", size: Size = "full"):
     """`sd`: the schedulers and settings the real SD 1.5 and SDXL repositories ship. `zero-snr`: the
     same betas rescaled to zero terminal SNR, v-prediction and trailing timesteps (Lin et al. 2023,
     "Common Diffusion Noise Schedules and Sample Steps are Flawed"): at SD's last timestep about 7 % of
@@ -201,6 +208,10 @@ def _scheduler(arch: Arch, schedule: str = "sd"):
             set_alpha_to_one=False,
             **common,
         )
+    if arch == "sd15" and size == "tiny":
+        # DDIM, not SD 1.5's PNDM: at img2img's 3-4 steps PNDM's multistep warm-up leaves the tiny base's
+        # noise in the picture (content kept 0.53 against DDIM's 0.75 at strength 0.35, 10 steps).
+        return DDIMScheduler(set_alpha_to_one=False, clip_sample=False, **common)
     if arch == "sd15":
         return PNDMScheduler(skip_prk_steps=True, set_alpha_to_one=False, **common)
     return EulerDiscreteScheduler(timestep_spacing="leading", prediction_type="epsilon", **common)
@@ -240,7 +251,7 @@ def build_pipeline(
             text_encoder=text_encoder,
             tokenizer=tokenizer,
             unet=unet,
-            scheduler=_scheduler(arch, schedule),
+            scheduler=_scheduler(arch, schedule, size),
             safety_checker=None,
             feature_extractor=None,
             requires_safety_checker=False,
@@ -255,7 +266,7 @@ def build_pipeline(
         tokenizer=tokenizer,
         tokenizer_2=build_clip_tokenizer(),
         unet=unet,
-        scheduler=_scheduler(arch, schedule),
+        scheduler=_scheduler(arch, schedule, size),
     )
 
 
@@ -270,16 +281,22 @@ def write_tiny_base(
     schedule: str = "sd",
     controlnets: tuple[str, ...] = (),
     controlnet_steps: int = 150,
+    noise_offset: float = 0.0,
 ) -> Path:
     """Build and save a pipeline folder atomically (it appears whole or not at all).
 
-    `pretrain_steps` > 0 first trains the tiny UNet to denoise generic pictures (tiny_pretrain),
-    so that img2img and a LoRA have a working denoiser to start from. `vae_downsample` < 8 gives the
-    tiny VAE finer latents (see build_pipeline). `controlnets` (canny, depth) adds a tiny ControlNet of
-    each kind, trained `controlnet_steps` steps, as `controlnet-<kind>/` (tiny_controlnet)."""
+        `pretrain_steps` > 0 first trains the tiny UNet to denoise generic pictures (tiny_pretrain),
+        so that img2img and a LoRA have a working denoiser to start from. `vae_downsample` < 8 gives the
+        tiny VAE finer latents (see build_pipeline). `controlnets` (canny, depth) adds a tiny ControlNet of
+        each kind, trained `controlnet_steps` steps, as `controlnet-<kind>/` (tiny_controlnet). `noise_offset`
+    is the pre-training's offset noise (tiny_pretrain.noisy_batch)."""
     out = Path(out)
     if out.exists() and not overwrite:
         raise OeuvreError(f"{out}: already exists; pass --overwrite to replace it")
+    if noise_offset < 0 or (noise_offset and not pretrain_steps):
+        raise OeuvreError(
+            f"--noise-offset {noise_offset}: expected 0, or a positive value with --pretrain-steps"
+        )
     if pretrain_steps < 0 or (pretrain_steps and size != "tiny"):
         raise OeuvreError(
             f"--pretrain-steps {pretrain_steps}: expected 0, or a positive count with --size tiny"
@@ -288,16 +305,39 @@ def write_tiny_base(
     if pretrain_steps:
         from infer.bases.tiny_pretrain import pretrain_unet
 
-        losses = pretrain_unet(pipe, pretrain_steps, seed=seed)
+        losses = pretrain_unet(pipe, pretrain_steps, seed=seed, noise_offset=noise_offset)
         print(
             f"pre-trained the tiny UNet for {pretrain_steps} steps: loss {losses[0]:.3f} -> {losses[-1]:.3f}"
         )
     if controlnets and size != "tiny":
         raise OeuvreError(f"--controlnet {controlnets[0]}: only with --size tiny")
+    recipe = dict(
+        arch=arch,
+        size=size,
+        seed=seed,
+        pretrain_steps=pretrain_steps,
+        vae_downsample=vae_downsample,
+        schedule=schedule,
+        noise_offset=noise_offset,
+        norm_groups=TINY_NORM_GROUPS if size == "tiny" else 32,
+    )
     with atomic_directory(out, overwrite=overwrite) as tmp:
         pipe.save_pretrained(tmp, safe_serialization=True)
+        # How it was built, so a caller (the demo) can tell a base built by an older recipe and rebuild.
+        (Path(tmp) / RECIPE_FILE).write_text(json.dumps(recipe, indent=1) + "\n")
         if controlnets:
             from infer.bases.tiny_controlnet import write_tiny_controlnets
 
             write_tiny_controlnets(pipe, Path(tmp), list(controlnets), controlnet_steps, seed)
     return out
+
+
+def built_with(folder: str | Path, **recipe) -> bool:
+    """True if the tiny base at `folder` was built with these arguments (and today's constants)."""
+    path = Path(folder) / RECIPE_FILE
+    if not path.is_file():
+        return False
+    written = json.loads(path.read_text())
+    return all(written.get(key) == value for key, value in recipe.items()) and written.get("norm_groups") == (
+        TINY_NORM_GROUPS if written.get("size") == "tiny" else 32
+    )

@@ -79,11 +79,22 @@ def _conditioning(pipe, captions: list[str]) -> tuple[torch.Tensor, dict]:
     return embeds, {}
 
 
-def noisy_batch(latents: torch.Tensor, noise_scheduler, batch_size: int, generator: torch.Generator):
-    """A random batch of the latents, noised at random timesteps: (index, clean, noise, timesteps, noisy)."""
+def noisy_batch(
+    latents: torch.Tensor,
+    noise_scheduler,
+    batch_size: int,
+    generator: torch.Generator,
+    noise_offset: float = 0.0,
+):
+    """A random batch of the latents, noised at random timesteps: (index, clean, noise, timesteps, noisy).
+
+    `noise_offset`: a random constant per image and channel added to the noise (offset noise), so the
+    mean colour cannot be read off a noisy input and the model learns to make it from the prompt."""
     index = torch.randint(0, latents.shape[0], (batch_size,), generator=generator)
     clean = latents[index]
     noise = torch.randn(clean.shape, generator=generator)
+    if noise_offset:
+        noise = noise + noise_offset * torch.randn(clean.shape[:2] + (1, 1), generator=generator)
     timesteps = torch.randint(
         0, noise_scheduler.config.num_train_timesteps, (batch_size,), generator=generator
     )
@@ -114,6 +125,7 @@ def pretrain_unet(
     size: int = 64,
     lr: float = 1e-3,
     seed: int = 0,
+    noise_offset: float = 0.0,
 ) -> list[float]:
     """Train `pipe.unet` in place for `steps` steps; returns the loss of every step."""
     from diffusers import DDPMScheduler
@@ -127,7 +139,9 @@ def pretrain_unet(
     generator = torch.Generator().manual_seed(seed)
     losses = []
     for _ in tqdm(range(steps), desc="pre-training the tiny base", unit="step"):
-        index, clean, noise, timesteps, noisy = noisy_batch(latents, noise_scheduler, batch_size, generator)
+        index, clean, noise, timesteps, noisy = noisy_batch(
+            latents, noise_scheduler, batch_size, generator, noise_offset
+        )
         kwargs = {k: {n: t[index] for n, t in v.items()} for k, v in extra.items()}
         prediction = unet(noisy, timesteps, text[index], **kwargs).sample
         target = noise

@@ -169,7 +169,7 @@ def restyle_all(
     return out
 
 
-def palette(settings, judge, lora_out: dict, base_out: dict, stems: list[str]) -> dict:
+def palette(settings, judge, lora_out: dict, base_out: dict, contents: dict) -> dict:
     """The palette figures (infer/evaluate/palette.py) from the outputs already made."""
     from infer.evaluate.palette import T2I_SEEDS, palette_figures
 
@@ -182,10 +182,23 @@ def palette(settings, judge, lora_out: dict, base_out: dict, stems: list[str]) -
         )
     }
     img2img = {
-        s: ([base_out[stem, s] for stem in stems], [lora_out[stem, s] for stem in stems])
+        s: ([base_out[stem, s] for stem in contents], [lora_out[stem, s] for stem in contents])
         for s in settings.strengths
     }
-    return palette_figures([open_image(w.path) for w in judge.holdout], t2i, img2img)
+    t2i_style = {
+        name: float(np.mean([r["style"][judge.primary] for r in judge.style(images)]))
+        for name, images in t2i.items()
+    }
+    base_kept = {
+        s: float(
+            np.mean(
+                [content_kept(image, base_out[stem, s])["content_kept"] for stem, image in contents.items()]
+            )
+        )
+        for s in settings.strengths
+    }
+    holdout = [open_image(w.path) for w in judge.holdout]
+    return palette_figures(holdout, t2i, img2img, t2i_style, base_kept)
 
 
 def trigger_free(prompt: str, token: str | None) -> str:
@@ -285,7 +298,7 @@ def run(args: argparse.Namespace) -> int:
     lora_out = restyle_all(settings, contents, "oeuvre", {"trigger": settings.prompt, "plain": plain})
     base_settings = dataclasses.replace(settings, lora_file=None, embedding_file=None, scales=(0.0,))
     base_out = restyle_all(base_settings, contents, "base model", {"plain": plain})
-    colours = palette(settings, judge, lora_out, base_out, list(contents))
+    colours = palette(settings, judge, lora_out, base_out, contents)
     columns = ["content", *(["baseline"] if baselines else [])]
     columns += [f"base@{s:g}" for s in strengths] + [f"oeuvre@{s:g}" for s in strengths]
     if controlled.controls:  # the same LoRA, keeping the photo's structure with the ControlNet(s)

@@ -14,6 +14,20 @@ import numpy as np
 # Text-to-image through the img2img pipeline: strength 1 on a flat canvas, so nothing of it survives.
 T2I_CANVAS_GREY = 128
 T2I_SEEDS = (0, 1, 2, 3)
+# What "the LoRA learned the palette, behind its trigger" means in numbers (issue: a demo you can see
+# working): (what, figure's path in the palette section, comparison, goal). Checked on every report.
+TARGETS = (
+    ("text-to-image with the trigger moves", ("text_to_image", "with trigger", "moved"), ">=", 0.70),
+    (
+        "text-to-image without the trigger moves (style leak)",
+        ("text_to_image", "without trigger", "moved"),
+        "<",
+        0.15,
+    ),
+    ("img2img at 0.55 moves", ("img2img", "0.55", "moved"), ">=", 0.40),
+    ("img2img at 0.75 moves", ("img2img", "0.75", "moved"), ">=", 0.60),
+    ("the base alone at 0.35 keeps the content", ("base_content_kept", "0.35"), ">=", 0.70),
+)
 
 
 def mean_lab(images: Sequence) -> np.ndarray:
@@ -46,9 +60,17 @@ def t2i_canvas(size_px: int):
     return Image.new("RGB", (size_px, size_px), (T2I_CANVAS_GREY,) * 3)
 
 
-def palette_figures(holdout: Sequence, t2i: dict[str, list], img2img: dict[float, tuple[list, list]]) -> dict:
+def palette_figures(
+    holdout: Sequence,
+    t2i: dict[str, list],
+    img2img: dict[float, tuple[list, list]],
+    t2i_style: dict[str, float] | None = None,
+    base_content_kept: dict[float, float] | None = None,
+) -> dict:
     """`t2i`: {"with trigger" | "without trigger" | "LoRA off": images}; `img2img`: {strength: (base
-    outputs, LoRA outputs)} over the same content. Everything in CIELAB, rounded for report.json."""
+    outputs, LoRA outputs)} over the same content. Everything in CIELAB, rounded for report.json.
+    `t2i_style`: each t2i set's held-out style similarity; `base_content_kept`: {strength: the base's
+    mean content kept}. Both optional; with them the figures hold what TARGETS checks."""
     artist = mean_lab(holdout)
     figures: dict = {"artist_mean_lab": _round(artist)}
     if t2i:
@@ -57,6 +79,7 @@ def palette_figures(holdout: Sequence, t2i: dict[str, list], img2img: dict[float
             name: {
                 "mean_lab": _round(mean_lab(images)),
                 "moved": round(moved(off, mean_lab(images), artist), 3),
+                **({"style": round(t2i_style[name], 4)} if t2i_style else {}),
             }
             for name, images in t2i.items()
         }
@@ -68,7 +91,35 @@ def palette_figures(holdout: Sequence, t2i: dict[str, list], img2img: dict[float
         }
         for strength, (base, lora) in sorted(img2img.items())
     }
+    if base_content_kept:
+        figures["base_content_kept"] = {f"{s:g}": round(v, 3) for s, v in sorted(base_content_kept.items())}
+    figures["targets"] = palette_targets(figures)
     return figures
+
+
+def palette_targets(figures: dict) -> list[dict]:
+    """Each TARGETS line the figures can answer: {what, value, goal, met}. Also: with the trigger the
+    text-to-image pictures are closer in style to the held-out works than with the LoRA off."""
+    checks = []
+    for what, path, comparison, goal in TARGETS:
+        value = figures
+        for key in path:
+            value = value.get(key) if isinstance(value, dict) else None
+        if value is not None:
+            met = value >= goal if comparison == ">=" else value < goal
+            checks.append({"what": what, "value": value, "goal": f"{comparison} {goal:g}", "met": bool(met)})
+    t2i = figures.get("text_to_image", {})
+    if "style" in t2i.get("with trigger", {}) and "style" in t2i.get("LoRA off", {}):
+        value, off = t2i["with trigger"]["style"], t2i["LoRA off"]["style"]
+        checks.append(
+            {
+                "what": "text-to-image with the trigger: held-out style similarity above the LoRA off's",
+                "value": value,
+                "goal": f"> {off:g}",
+                "met": bool(value > off),
+            }
+        )
+    return checks
 
 
 def palette_sentence(figures: dict) -> str:
@@ -82,7 +133,13 @@ def palette_sentence(figures: dict) -> str:
         )
     moves = ", ".join(f"{s}: {row['moved']:.0%}" for s, row in figures["img2img"].items())
     parts.append(f"img2img over the base's output {moves}")
-    return "Palette towards the artist's held-out works (CIELAB mean): " + "; ".join(parts) + "."
+    sentence = "Palette towards the artist's held-out works (CIELAB mean): " + "; ".join(parts) + "."
+    targets = figures.get("targets") or []
+    missed = [t["what"] for t in targets if not t["met"]]
+    if targets:
+        sentence += f" Targets met: {len(targets) - len(missed)} of {len(targets)}"
+        sentence += f" (missed: {'; '.join(missed)})." if missed else "."
+    return sentence
 
 
 def _round(values: np.ndarray) -> list[float]:

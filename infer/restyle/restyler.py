@@ -6,6 +6,7 @@ both for one run (fusing the LoRA when a single scale is used)."""
 from __future__ import annotations
 
 import hashlib
+import math
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -238,7 +239,7 @@ class Restyler:
             return self.pipe(
                 image=images,
                 strength=strength,
-                num_inference_steps=self.settings.steps,
+                num_inference_steps=steps_for_one_denoise(self.settings.steps, strength),
                 guidance_scale=self.settings.guidance,
                 generator=generators,
                 **embeds,
@@ -291,3 +292,9 @@ def quiet_libraries() -> None:
     transformers_logging.set_verbosity_error()
     diffusers_logging.disable_progress_bar()
     transformers_logging.disable_progress_bar()
+
+
+def steps_for_one_denoise(steps: int, strength: float) -> int:
+    """img2img runs int(steps x strength) steps; under one, DDIM and Euler have no timestep left and
+    crash. Raise the count just enough for one step (PNDM hid this by running one step anyway)."""
+    return max(steps, math.ceil(1.0 / strength - 1e-9)) if strength > 0 else steps

@@ -42,9 +42,10 @@ def grid_image(
     column_label: str = "scale",
     title: str = "",
     column_names: Sequence[str] | None = None,
+    row_names: Sequence[str] | None = None,
 ):
     """Tiles[(row, column)] in a rows × columns grid, with a header row and column naming the values
-    (`column_names` instead of "<column_label> <value>" where columns are not plain numbers)."""
+    (`column_names`, `row_names` instead of "<label> <value>" where they are not plain numbers)."""
     from PIL import Image, ImageDraw, ImageFont
 
     first = next(iter(tiles.values()))
@@ -52,7 +53,8 @@ def grid_image(
     font = ImageFont.load_default(size=max(10, min(tile_h // 8, 24)))
     pad = 6
     text_h = font.getbbox("Ag")[3] + 2 * pad
-    left_w = max(font.getlength(f"{row_label} {r:g}") for r in rows) + 2 * pad
+    row_texts = row_names or [f"{row_label} {row:g}" for row in rows]
+    left_w = max(font.getlength(text) for text in row_texts) + 2 * pad
     top_h = text_h * (2 if title else 1)
     width = int(left_w + tile_w * len(columns))
     height = int(top_h + tile_h * len(rows))
@@ -64,9 +66,9 @@ def grid_image(
     for j, name in enumerate(names):
         x = left_w + j * tile_w
         draw.text((x + pad, top_h - text_h + pad), name, fill="black", font=font)
-    for i, row in enumerate(rows):
+    for i, (row, text) in enumerate(zip(rows, row_texts, strict=True)):
         y = top_h + i * tile_h
-        draw.text((pad, y + tile_h / 2 - text_h / 2 + pad), f"{row_label} {row:g}", fill="black", font=font)
+        draw.text((pad, y + tile_h / 2 - text_h / 2 + pad), text, fill="black", font=font)
         for j, column in enumerate(columns):
             tile = tiles[(row, column)]
             if tile.size != (tile_w, tile_h):
