@@ -27,9 +27,9 @@ VAE_DOWNSAMPLE = 2
 # mean colour is read off the noisy input at every timestep, so no training can move the palette.
 NOISE_OFFSET = 0.3
 QUICK_OVERRIDES = [
-    "train.max_train_steps=6",
-    "train.validation_every=3",
-    "train.checkpoint_every=3",
+    "train.max_train_steps=40",  # enough for the palette to move the claimed way (tests/test_demo.py)
+    "train.validation_every=20",
+    "train.checkpoint_every=20",
     "infer.steps=2",
 ]
 
@@ -53,10 +53,25 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m oeuvre.demo", description=__doc__)
     parser.add_argument("--out", type=Path, default=Path("runs/demo"), help="the run folder")
     parser.add_argument("--quick", action="store_true", help="a few images and steps: seconds, not minutes")
+    parser.add_argument(
+        "--style",
+        choices=["swirl", "wash"],
+        default="swirl",
+        help="the synthetic artist: swirl (the demo's) or wash (a control: another palette, no strokes)",
+    )
+    parser.add_argument(
+        "--base", type=Path, help="the tiny base folder; default OUT/base (built when missing)"
+    )
+    parser.add_argument(
+        "--versus",
+        type=Path,
+        metavar="RUN_DIR",
+        help="evaluate's --versus: another artist's run, for its palette",
+    )
     parser.add_argument("overrides", nargs="*", metavar="key=value", help="e.g. train.lr=5e-4")
     args = parser.parse_args(argv)
     run, start = args.out, time.perf_counter()
-    base, synthetic, content = run / "base", run / "synthetic", run / "content"
+    base, synthetic, content = args.base or run / "base", run / "synthetic", run / "content"
     overrides = [f"output_dir={run}", f"base_model={base}", f"data.sources=[{{folder: {synthetic}}}]"]
     overrides += (QUICK_OVERRIDES if args.quick else []) + args.overrides
     paintings = "8" if args.quick else "24"
@@ -70,8 +85,8 @@ def main(argv=None) -> int:
         + ["--vae-downsample", str(VAE_DOWNSAMPLE), "--noise-offset", str(NOISE_OFFSET), "--if-changed"],
     )
     if not synthetic.is_dir():
-        synth = ["-m", "data", "synth", str(synthetic), "--style", "swirl", "--n", paintings, "--size", "96"]
-        run_step("synthetic artist", synth)
+        synth = ["-m", "data", "synth", str(synthetic), "--style", args.style, "--n", paintings]
+        run_step("synthetic artist", synth + ["--size", "96"])
     if not content.is_dir():
         run_step("content images", ["-m", "infer", "content", str(content), "--size", "128"])
     inputs = [str(content)] + ([str(FIXTURE_PHOTOS)] if FIXTURE_PHOTOS.is_dir() else [])
@@ -98,7 +113,10 @@ def main(argv=None) -> int:
                 "scale=0.5,1.0",
             ],
         ),
-        ("evaluation", ["-m", "infer", "evaluate", str(run)]),
+        (
+            "evaluation",
+            ["-m", "infer", "evaluate", str(run)] + (["--versus", str(args.versus)] if args.versus else []),
+        ),
         ("showcase", ["-m", "infer", "showcase", str(run)]),
     ]
     for title, command in steps:

@@ -56,6 +56,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="also restyle with the LoRA and this ControlNet (canny, depth): oeuvre+KIND columns",
     )
     parser.add_argument("--control-model", action="append", metavar="KIND=ID|DIR", help="as restyle's")
+    parser.add_argument(
+        "--versus",
+        type=Path,
+        metavar="RUN_DIR",
+        help="another artist's run: also say how far the palette moved towards its held-out works "
+        "(a LoRA that learned its own artist moves towards its own, not towards the other)",
+    )
 
 
 # -- inputs --------------------------------------------------------------------------------------
@@ -169,8 +176,11 @@ def restyle_all(
     return out
 
 
-def palette(settings, judge, lora_out: dict, base_out: dict, contents: dict) -> dict:
-    """The palette figures (infer/evaluate/palette.py) from the outputs already made."""
+def palette(
+    settings, judge, lora_out: dict, base_out: dict, contents: dict, versus: Path | None = None
+) -> dict:
+    """The palette figures (infer/evaluate/palette.py) from the outputs already made; with `versus` (a
+    run folder) the same moves measured towards that other artist's held-out works."""
     from infer.evaluate.palette import T2I_SEEDS, palette_figures
 
     t2i = {
@@ -198,7 +208,19 @@ def palette(settings, judge, lora_out: dict, base_out: dict, contents: dict) -> 
         for s in settings.strengths
     }
     holdout = [open_image(w.path) for w in judge.holdout]
-    return palette_figures(holdout, t2i, img2img, t2i_style, base_kept)
+    figures = palette_figures(holdout, t2i, img2img, t2i_style, base_kept)
+    if versus is not None:
+        other = [open_image(w.path) for w in load_works(versus / "dataset") if w.split == "holdout"]
+        if not other:
+            raise InputError(f"--versus {versus}: no held-out works under {versus / 'dataset' / 'holdout'}")
+        towards = palette_figures(other, t2i, img2img)
+        figures["versus"] = {
+            "run": str(versus),
+            "artist_mean_lab": towards["artist_mean_lab"],
+            "text_to_image_with_trigger_moved": towards["text_to_image"]["with trigger"]["moved"],
+            "img2img_moved": {s: row["moved"] for s, row in towards["img2img"].items()},
+        }
+    return figures
 
 
 def trigger_free(prompt: str, token: str | None) -> str:
@@ -298,7 +320,7 @@ def run(args: argparse.Namespace) -> int:
     lora_out = restyle_all(settings, contents, "oeuvre", {"trigger": settings.prompt, "plain": plain})
     base_settings = dataclasses.replace(settings, lora_file=None, embedding_file=None, scales=(0.0,))
     base_out = restyle_all(base_settings, contents, "base model", {"plain": plain})
-    colours = palette(settings, judge, lora_out, base_out, contents)
+    colours = palette(settings, judge, lora_out, base_out, contents, args.versus)
     columns = ["content", *(["baseline"] if baselines else [])]
     columns += [f"base@{s:g}" for s in strengths] + [f"oeuvre@{s:g}" for s in strengths]
     if controlled.controls:  # the same LoRA, keeping the photo's structure with the ControlNet(s)

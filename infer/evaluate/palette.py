@@ -134,6 +134,13 @@ def palette_sentence(figures: dict) -> str:
     moves = ", ".join(f"{s}: {row['moved']:.0%}" for s, row in figures["img2img"].items())
     parts.append(f"img2img over the base's output {moves}")
     sentence = "Palette towards the artist's held-out works (CIELAB mean): " + "; ".join(parts) + "."
+    versus = figures.get("versus")
+    if versus:
+        moves = ", ".join(f"{s}: {m:.0%}" for s, m in versus["img2img_moved"].items())
+        sentence += (
+            f" Towards {versus['run']}'s works instead: text-to-image with the trigger "
+            f"{versus['text_to_image_with_trigger_moved']:.0%}, img2img {moves}."
+        )
     targets = figures.get("targets") or []
     missed = [t["what"] for t in targets if not t["met"]]
     if targets:
