@@ -68,3 +68,33 @@ def keep_freed_memory() -> bool:
     except (OSError, AttributeError):  # musl and others have no mallopt
         return False
     return bool(mallopt(_M_MMAP_THRESHOLD, 2**30)) and bool(mallopt(_M_TRIM_THRESHOLD, 2**31))
+
+
+_MADV_PAGEOUT = 21  # Linux 5.4+ (asm-generic/mman-common.h)
+
+
+def release_pages(tensor: torch.Tensor) -> bool:
+    """Ask Linux to reclaim the memory pages that lie wholly inside a CPU tensor no longer in use.
+
+    Weights diffusers loads from safetensors are views of the file, mapped copy-on-write and paged in
+    as they are read: a weight replaced by a copy (another memory format or dtype) leaves its pages
+    resident until the whole file is unmapped, which is never while any weight of it lives. Reclaiming
+    is always safe: a clean file page would be read again from the file, an anonymous one is only
+    ever swapped out, never lost. Returns whether the kernel took the advice; a no-op elsewhere."""
+    import ctypes
+    import ctypes.util
+    import mmap
+    import sys
+
+    if tensor.device.type != "cpu" or not sys.platform.startswith("linux") or not tensor.is_contiguous():
+        return False
+    start = tensor.data_ptr()
+    end = start + tensor.numel() * tensor.element_size()
+    first, last = -(-start // mmap.PAGESIZE) * mmap.PAGESIZE, end // mmap.PAGESIZE * mmap.PAGESIZE
+    if last <= first:
+        return False
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+    except OSError:
+        return False
+    return libc.madvise(ctypes.c_void_p(first), ctypes.c_size_t(last - first), _MADV_PAGEOUT) == 0
