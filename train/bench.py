@@ -316,6 +316,13 @@ def main(argv=None) -> int:
     parser.add_argument("--ours-only", action="store_true", help="skip the plain reference loop")
     parser.add_argument("--sides", help="only these sides, comma-separated (script, plain, ours, compiled)")
     parser.add_argument(
+        "--sequential",
+        action="store_true",
+        help="each side's steps back to back, one side after the other (CPU default: taking turns). "
+        "Paired, the script's memory-mapped weights go cold while it waits and its steps alternate "
+        "fast and slow; run one after the other, they do not",
+    )
+    parser.add_argument(
         "--script",
         help="diffusers' examples/dreambooth/train_dreambooth_lora.py (from a diffusers checkout): "
         "run it unchanged as a third side, on the same base (written to disk) and images",
@@ -376,7 +383,7 @@ def main(argv=None) -> int:
     # and a fixed order would hand one side all the quiet moments.
     for round_number in range(args.rounds):
         order = variants if round_number % 2 == 0 else variants[::-1]
-        if len(order) > 1 and not on_gpu:
+        if len(order) > 1 and not on_gpu and not args.sequential:
             for variant, result in run_paired(order, spec).items():
                 runs[variant].append(result)
             continue
