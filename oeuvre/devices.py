@@ -98,3 +98,26 @@ def release_pages(tensor: torch.Tensor) -> bool:
     except OSError:
         return False
     return libc.madvise(ctypes.c_void_p(first), ctypes.c_size_t(last - first), _MADV_PAGEOUT) == 0
+
+
+def release_module_pages(module: torch.nn.Module) -> None:
+    """release_pages for every CPU weight of a frozen module that is not needed for a while (the VAE
+    once the latents are cached, the text encoders once the prompts are): the pages of weights mapped
+    from the checkpoint leave memory and come back from the file if the module runs again."""
+    for tensor in [*module.parameters(), *module.buffers()]:
+        release_pages(tensor.detach())
+
+
+def trim_freed_memory() -> bool:
+    """Hand the heap's free pages back to the OS (glibc malloc_trim): keep_freed_memory keeps them for
+    the training steps, which reuse them; work of another shape (sampling) would only add to them."""
+    import ctypes
+    import ctypes.util
+    import sys
+
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        return bool(ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim(0))
+    except (OSError, AttributeError):
+        return False

@@ -269,7 +269,7 @@ def whole_run(base: Path, resolution: int, steps: int, script: str | None, work:
     overrides = [
         f"output_dir={work / 'run'}", f"base_model={base}", f"train.resolution_px={resolution}",
         f"train.max_train_steps={steps}", "train.pivotal_tuning=false", "train.recommend=false",
-        f"infer.size_px={resolution}",
+        f"infer.size_px={resolution}", "train.validation_prompts=['a harbour, {token}']", "infer.steps=4",
     ]  # fmt: skip
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     start = time.perf_counter()

@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 
 from oeuvre.config_schema import Config, TrainConfig
-from oeuvre.devices import keep_freed_memory, release_pages
+from oeuvre.devices import keep_freed_memory, release_module_pages, release_pages, trim_freed_memory
 from oeuvre.errors import OeuvreError
 from oeuvre.paths import RunPaths
 from train import checkpoints
@@ -143,6 +143,8 @@ def run(config: Config) -> Path:
     train_loop(config, state)
     state.clock.mark("training")
     if first_step < state.global_step == config.train.max_train_steps:  # the last step's samples
+        if state.accelerator.device.type == "cpu":  # the steps' freed activations: sampling has other shapes
+            trim_freed_memory()
         validation.run(
             config,
             state.parts,
@@ -211,10 +213,20 @@ def setup(config: Config) -> Run:
     latent_cache = LatentCache(paths.root / "cache" / "latents", parts.vae) if plan.cache_latents else None
     if latent_cache is not None:
         fill_latent_cache(latent_cache, train_set, class_set, parts.vae, accelerator)
+        if accelerator.device.type == "cpu":  # the steps read latents; the VAE's pages can go
+            release_module_pages(parts.vae)
     clock.mark("latent cache")
     encode = prompt_encoder(parts, accelerator.device)
     if plan.cache_text_embeddings:
-        encode = batch_of(PromptCache(encode))
+        prompts = PromptCache(encode)
+        for images in (train_set, class_set):  # every caption now, so the encoders can rest
+            for row in images.rows if images is not None else []:
+                prompts(row["text"])
+        prompts("")  # caption dropout's unconditional caption
+        if accelerator.device.type == "cpu":  # a prompt not seen yet brings their pages back
+            for encoder in parts.text_encoders:
+                release_module_pages(encoder)
+        encode = batch_of(prompts)
 
     optimizer = make_optimizer(cfg, parts, trained_encoders, new_tokens)
     lr_scheduler = get_scheduler(
