@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from typing import TYPE_CHECKING
 
 from oeuvre.errors import OeuvreError
@@ -46,6 +47,7 @@ def choose_dtype(device: str, preference: str = "auto") -> torch.dtype:
 
 # glibc's mallopt parameters (malloc.h)
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
+_GLIBC_DEFAULT_THRESHOLD = 128 * 1024
 
 
 def keep_freed_memory() -> bool:
@@ -121,3 +123,27 @@ def trim_freed_memory() -> bool:
         return bool(ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim(0))
     except (OSError, AttributeError):
         return False
+
+
+@contextlib.contextmanager
+def freed_memory_returned():
+    """For work of other shapes than the training steps (sampling, validation) in a process that keeps
+    freed memory: glibc's thresholds back to their defaults and the heap trimmed, so that what the
+    steps freed goes back to the OS and large blocks come and go with their tensors; on the way out,
+    keep_freed_memory again for the steps."""
+    import ctypes
+    import ctypes.util
+
+    try:
+        mallopt = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").mallopt
+    except (OSError, AttributeError):
+        yield
+        return
+    mallopt(_M_MMAP_THRESHOLD, _GLIBC_DEFAULT_THRESHOLD)
+    mallopt(_M_TRIM_THRESHOLD, _GLIBC_DEFAULT_THRESHOLD)
+    trim_freed_memory()
+    try:
+        yield
+    finally:
+        trim_freed_memory()
+        keep_freed_memory()

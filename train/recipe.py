@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 from dataclasses import dataclass
@@ -12,7 +13,7 @@ from pathlib import Path
 import torch
 
 from oeuvre.config_schema import Config, TrainConfig
-from oeuvre.devices import keep_freed_memory, release_module_pages, release_pages, trim_freed_memory
+from oeuvre.devices import freed_memory_returned, keep_freed_memory, release_module_pages, release_pages
 from oeuvre.errors import OeuvreError
 from oeuvre.paths import RunPaths
 from train import checkpoints
@@ -143,17 +144,11 @@ def run(config: Config) -> Path:
     train_loop(config, state)
     state.clock.mark("training")
     if first_step < state.global_step == config.train.max_train_steps:  # the last step's samples
-        if state.accelerator.device.type == "cpu":  # the steps' freed activations: sampling has other shapes
-            trim_freed_memory()
-        validation.run(
-            config,
-            state.parts,
-            state.holdout_set,
-            state.step,
-            state.accelerator,
-            state.global_step,
-            state.paths,
-        )
+        with sampling_memory(state.accelerator):
+            validation.run(
+                config, state.parts, state.holdout_set, state.step, state.accelerator, state.global_step,
+                state.paths,
+            )  # fmt: skip
         state.clock.mark("final validation")
     state.accelerator.wait_for_everyone()
     checkpoints.check_ranks_agree(state.accelerator, state.trained_modules)
@@ -338,9 +333,10 @@ def train_loop(config: Config, state: Run) -> None:
         progress.set_postfix(loss=f"{logs['loss']:.4f}", lr=f"{logs['lr']:.2e}")
         accelerator.log(logs, step=state.global_step)
         if state.global_step % cfg.validation_every == 0 and state.global_step < cfg.max_train_steps:
-            validation.run(
-                config, state.parts, state.holdout_set, step, accelerator, state.global_step, state.paths
-            )
+            with sampling_memory(accelerator):
+                validation.run(
+                    config, state.parts, state.holdout_set, step, accelerator, state.global_step, state.paths
+                )
         if state.global_step % cfg.checkpoint_every == 0 and state.global_step < cfg.max_train_steps:
             if not checkpoints.all_finite(state.trained_modules):
                 raise TrainingDiverged(
@@ -350,6 +346,12 @@ def train_loop(config: Config, state: Run) -> None:
                 accelerator, state.paths.checkpoints, state.global_step, cfg.checkpoints_keep
             )
     progress.close()
+
+
+def sampling_memory(accelerator):
+    """On CPU, validation samples with glibc's default thresholds and the steps' freed memory handed
+    back (oeuvre.devices.freed_memory_returned): kept, it would only add to sampling's own."""
+    return freed_memory_returned() if accelerator.device.type == "cpu" else contextlib.nullcontext()
 
 
 def check_backend_fits_device() -> None:
