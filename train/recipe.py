@@ -214,7 +214,7 @@ def setup(config: Config) -> Run:
     encode = prompt_encoder(parts, accelerator.device)
     if plan.cache_text_embeddings:
         prompts = PromptCache(encode)
-        for images in (train_set, class_set):  # every caption now, so the encoders can rest
+        for images in (train_set, class_set, holdout_set):  # every caption now: the encoders can rest
             for row in images.rows if images is not None else []:
                 prompts(row["text"])
         prompts("")  # caption dropout's unconditional caption
