@@ -15,6 +15,7 @@ import resource
 import runpy
 import sys
 import time
+from pathlib import Path
 
 
 def main(argv: list[str]) -> int:
@@ -23,7 +24,8 @@ def main(argv: list[str]) -> int:
     import tqdm.auto
 
     try:
-        import torchvision.transforms  # noqa: F401 - the script's image transforms
+        if "torchvision" in Path(script).read_text(encoding="utf-8"):
+            import torchvision.transforms  # noqa: F401 - the script's image transforms
     except (ImportError, RuntimeError) as exc:
         raise SystemExit(
             f"train.bench_script: the diffusers script needs torchvision, the build that matches torch "
