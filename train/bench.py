@@ -1,11 +1,14 @@
 """`python -m train.bench [--size tiny|full] [--arch sd15|sdxl] [--device cpu|cuda] [--steps N]`:
 our training step against a plain loop, and on a GPU its it/s, peak VRAM and MFU.
 
-The plain loop does what diffusers' train_dreambooth_lora.py does each step: VAE-encode the pixels
-and text-encode the captions every time. Ours takes cached latents and cached prompt embeddings.
-Both run the same LoRA, data, settings and optimiser step; each variant runs in its own process so
-its peak memory is its own. `--flops` also counts one step's FLOPs (forward and backward) with
-torch's FlopCounterMode, for MFU against the device's peak (train/flops.py). Prints one JSON object."""
+The plain loop does what diffusers' train_dreambooth_lora.py does each step (plain_step_function):
+VAE-encode the pixels and text-encode the captions every time. Ours takes cached latents and cached
+prompt embeddings. Both run the same LoRA, data, settings and optimiser step; each variant runs in
+its own process so its peak memory is its own. `--script PATH` adds the real script (run unchanged by
+train/bench_script.py) to calibrate the plain loop against; `--compile` adds ours with train.compile;
+`--whole-run` times one whole `python -m train` (and the whole script) with peak RSS by phase.
+`--flops` also counts one step's FLOPs (forward and backward) with torch's FlopCounterMode, for MFU
+against the device's peak (train/flops.py). Prints one JSON object."""
 
 from __future__ import annotations
 
