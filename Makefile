@@ -100,8 +100,9 @@ app: install
 
 # Speed and memory targets live here, not in timed tests: bench/results.json and bench/RESULTS.md.
 # QUICK=1: tiny models only (about 3 minutes); without it the full-size SD 1.5 architecture too (under 20).
+# DIFFUSERS_SCRIPT=<diffusers checkout>/examples/dreambooth/train_dreambooth_lora.py: also the script itself.
 bench: install
-	$(OFFLINE) $(PY) -m oeuvre.bench $(if $(QUICK),--quick)
+	$(OFFLINE) $(PY) -m oeuvre.bench $(if $(QUICK),--quick) $(if $(DIFFUSERS_SCRIPT),--script $(DIFFUSERS_SCRIPT))
 
 clean:
 	rm -rf runs/demo .pytest_cache .ruff_cache build *.egg-info

@@ -126,6 +126,7 @@ class TrainConfig:
     timestep_bias_range: tuple[int, ...] = rule(length=2, ge=0, le=1000)
     mixed_precision: Literal["no", "fp16", "bf16"]
     gradient_checkpointing: bool
+    compile: bool  # torch.compile the UNet's repeated transformer blocks (regional compilation)
     validation_every: int = rule(gt=0)
     validation_prompts: tuple[str, ...]
     checkpoint_every: int = rule(gt=0)

@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 
 import pytest
 from conftest import REPO
@@ -118,3 +119,88 @@ def test_paired_training_bench_alternates_two_live_processes():
     for result in results.values():
         assert len(result["step_s"]) == 3 and all(t > 0 for t in result["step_s"])
         assert result["peak_rss_mb"] > 0
+
+
+def test_bench_table_says_each_training_ratio_against_what():
+    from oeuvre.bench import markdown
+
+    spread = {"min": 1.0, "median": 2.0, "n": 3}
+    full = {
+        "plain_s_per_step": spread,
+        "ours_s_per_step": spread,
+        "speedup": {"median": 1.0},
+        "plain_peak_rss_mb": 5300,
+        "ours_peak_rss_mb": 5400,
+        "compiled_s_per_step": spread,
+        "compiled_warmup_s": [90.0, 20.0],
+        "compiled_speedup": 1.1,
+        "calibration": {
+            "script_s_per_step": spread,
+            "plain_s_per_step": spread,
+            "ours_s_per_step": spread,
+            "plain_over_script": 1.02,
+            "speedup_vs_script": 2.1,
+        },
+    }
+    phases = [{"phase": "final validation", "s": 30.0, "rss_mb": 5000, "peak_rss_mb": 5100}]
+    whole = {
+        "steps": 6,
+        "ours": {"phases": phases, "wall_s": 80.0, "peak_rss_mb": 5100, "process_s": 85.0},
+        "script": {"process_s": 40.0, "peak_rss_mb": 5200},
+    }
+    results = {
+        "quick": False,
+        "wall_s": 1.0,
+        "machine": {"platform": "linux", "cpu_count": 2, "versions": {"torch": "2"}},
+        "train": {"goal_speedup": 1.5, "full_sd15_256px": full, "whole_run_full_sd15_256px": whole},
+    }
+    table = markdown(results)
+    assert "the plain loop against diffusers' script (calibration" in table and "1.02×" in table
+    assert "ours against diffusers' script" in table and "2.1×" in table
+    assert "ours against the plain loop" in table
+    assert "train.compile against eager ours" in table and "90.0 + 20.0 s" in table
+    assert "whole process, peak RSS (MB) | 5200 | 5100" in table
+    assert "ours, final validation" in table
+
+
+FAKE_SCRIPT = """
+import time
+from tqdm.auto import tqdm
+
+bar = tqdm(range(4), desc="Steps")
+for _ in range(4):
+    time.sleep(0.05)
+    bar.update(1)
+tqdm(range(2), desc="Loading pipeline components").update(1)  # another bar: not a step
+"""
+
+
+def test_script_wrapper_times_each_step_of_an_unchanged_script(tmp_path):
+    """train.bench_script: a step ends where the script's "Steps" bar moves; paired, each step
+    waits for its turn and the wait is not counted."""
+    script = tmp_path / "train_script.py"
+    script.write_text(FAKE_SCRIPT)
+    command = [sys.executable, "-m", "train.bench_script"]
+    done = subprocess.run([*command, str(script)], cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr[-2000:]
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert len(result["step_s"]) == 3 and all(0.04 < t < 1.0 for t in result["step_s"])
+    assert result["peak_rss_mb"] > 0 and result["process_s"] >= sum(result["step_s"])
+
+    paired = subprocess.Popen(
+        [*command, "--paired", str(script)],
+        cwd=REPO,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert paired.stdout.readline().strip() == "ready"
+    steps = []
+    for _ in range(3):
+        time.sleep(0.3)  # the parent's turn elsewhere: not part of the script's step
+        paired.stdin.write("step\n")
+        paired.stdin.flush()
+        steps.append(json.loads(paired.stdout.readline())["step_s"])
+    final = json.loads(paired.stdout.readline())
+    assert paired.wait(timeout=60) == 0
+    assert all(0.04 < t < 0.25 for t in steps) and len(final["step_s"]) == 3

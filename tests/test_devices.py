@@ -57,3 +57,28 @@ print(faults() - start)
         counts[mode] = int(done.stdout.strip().splitlines()[-1])
     # Default: each of the 40 rounds faults its 16k pages back in; kept, only the first few do.
     assert counts["keep"] * 3 < counts["default"], counts
+
+
+def _rss_file_kb() -> int:
+    from pathlib import Path
+
+    status = Path("/proc/self/status").read_text()
+    return int(next(line.split()[1] for line in status.splitlines() if line.startswith("RssFile:")))
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="madvise is Linux's")
+def test_released_pages_of_a_mapped_weight_leave_memory_and_read_back_the_same(tmp_path):
+    """A weight replaced by a copy hands its file pages back; every weight still reads right."""
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    from oeuvre.devices import release_pages
+
+    tensors = {"a": torch.randn(16, 1024, 1024), "b": torch.randn(3, 5), "c": torch.arange(1000.0)}
+    save_file(tensors, tmp_path / "w.safetensors")
+    loaded = load_file(tmp_path / "w.safetensors")  # memory-mapped, as diffusers loads weights
+    assert all(torch.equal(loaded[k], tensors[k]) for k in tensors)  # pages every weight in
+    before = _rss_file_kb()
+    assert release_pages(loaded["a"])
+    assert _rss_file_kb() < before - 32 * 1024  # most of a's 64 MB gone
+    assert all(torch.equal(loaded[k], tensors[k]) for k in tensors)  # and still reads back right

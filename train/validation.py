@@ -12,6 +12,7 @@ from PIL import Image, ImageDraw
 
 from oeuvre.atomic import atomic_write_png
 from oeuvre.config_schema import Config
+from oeuvre.devices import release_module_pages
 from train.images import to_bucket
 from train.loss import target_for
 
@@ -71,25 +72,53 @@ def sample_rows(config: Config, parts, holdout) -> tuple[list[str], list[list[Im
     for number, (prompt, content) in enumerate(jobs):
         plain = strip_trigger(prompt, token) or "a picture"
 
-        def make(text: str, content=content, number=number) -> Image.Image:
+        pipe = text2img if content is None else img2img
+        with_trigger, without = (
+            prompt_embeddings(pipe, text, config.infer.guidance) for text in (prompt, plain)
+        )
+        with lora_off(parts):  # a text-encoder LoRA is off in this column too
+            lora_off_embeddings = prompt_embeddings(pipe, plain, config.infer.guidance)
+        if parts.unet.device.type == "cpu":  # the prompts are encoded: the encoders' mapped pages can go
+            for encoder in parts.text_encoders:
+                release_module_pages(encoder)
+
+        def make(embeddings: dict, content=content, number=number) -> Image.Image:
             generator = torch.Generator().manual_seed(config.seed + number)
             common = dict(
                 num_inference_steps=config.infer.steps,
                 generator=generator,
                 guidance_scale=config.infer.guidance,
+                **embeddings,
             )
             if content is None:
-                return text2img(text, height=size, width=size, **common).images[0]
+                return text2img(height=size, width=size, **common).images[0]
             return img2img(
-                text, image=content.resize((size, size)), strength=config.infer.strength, **common
+                image=content.resize((size, size)), strength=config.infer.strength, **common
             ).images[0]
 
-        row = [make(prompt), make(plain)]
+        row = [make(with_trigger), make(without)]
         with lora_off(parts):
-            row.append(make(plain))
+            row.append(make(lora_off_embeddings))
         labels.append(("restyle: " if content is not None else "") + prompt)
         rows.append(row)
     return labels, rows
+
+
+def prompt_embeddings(pipe, prompt: str, guidance: float) -> dict:
+    """The embeddings `pipe(prompt, guidance_scale=guidance)` would compute for itself (its own
+    encode_prompt, the same arguments), as keyword arguments for the call: encoded up front, the text
+    encoders are not needed while the images are made."""
+    cfg = guidance > 1
+    out = pipe.encode_prompt(
+        prompt, device=pipe.device, num_images_per_prompt=1, do_classifier_free_guidance=cfg
+    )
+    names = [
+        "prompt_embeds",
+        "negative_prompt_embeds",
+        "pooled_prompt_embeds",
+        "negative_pooled_prompt_embeds",
+    ]
+    return {name: value for name, value in zip(names, out, strict=False) if value is not None}
 
 
 @contextlib.contextmanager
