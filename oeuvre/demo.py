@@ -27,9 +27,10 @@ VAE_DOWNSAMPLE = 2
 # mean colour is read off the noisy input at every timestep, so no training can move the palette.
 NOISE_OFFSET = 0.3
 QUICK_OVERRIDES = [
-    "train.max_train_steps=40",  # enough for the palette to move the claimed way (tests/test_demo.py)
-    "train.validation_every=20",
-    "train.checkpoint_every=20",
+    # 100: the palette moves the claimed way (text-to-image with the trigger 24 % of the way; 40 steps: 3 %)
+    "train.max_train_steps=100",
+    "train.validation_every=50",
+    "train.checkpoint_every=50",
     "infer.steps=2",
 ]
 
