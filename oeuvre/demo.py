@@ -83,7 +83,9 @@ def main(argv=None) -> int:
     run_step(
         "tiny base",
         ["-m", "infer", "tiny-base", str(base), "--arch", "sd15", "--pretrain-steps", pretrain]
-        + ["--vae-downsample", str(VAE_DOWNSAMPLE), "--noise-offset", str(NOISE_OFFSET), "--if-changed"],
+        + ["--vae-downsample", str(VAE_DOWNSAMPLE), "--noise-offset", str(NOISE_OFFSET), "--if-changed"]
+        # GroupNorms that let the UNet output a mean colour, and DDIM (see the README's demo section).
+        + ["--norm-groups", "8", "--sampler", "ddim"],
     )
     if not synthetic.is_dir():
         synth = ["-m", "data", "synth", str(synthetic), "--style", args.style, "--n", paintings]

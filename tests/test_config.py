@@ -27,7 +27,7 @@ def test_artist_layer_overrides_base_and_command_line_overrides_artist():
     overridden = load_config(DEMO, ["train.max_train_steps=7", "seed=3"])
     assert base.train.max_train_steps == 1500
     assert demo.train.max_train_steps == 300  # artist layer beats base
-    assert demo.train.lr == base.train.lr  # untouched keys come from base
+    assert demo.train.text_encoder_lr == base.train.text_encoder_lr  # untouched keys come from base
     assert overridden.train.max_train_steps == 7  # override beats artist
     assert overridden.seed == 3
 

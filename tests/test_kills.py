@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
+from train_helpers import PLAIN_RECIPE
 
 from oeuvre.atomic import aside_name
 from oeuvre.crash_points import ENV
@@ -131,7 +132,13 @@ def test_python_m_train_killed_while_saving_a_checkpoint_resumes_from_the_last_w
     run_dir = tmp_path / "run"
     dataset = write_dataset(run_dir / "dataset", "<demo-artist>")
     before_dataset = digest(dataset)
-    args = ["train", "configs/demo.yaml", f"output_dir={run_dir}", f"base_model={tiny_bases['sd15']}"]
+    args = [
+        "train",
+        "configs/demo.yaml",
+        f"output_dir={run_dir}",
+        f"base_model={tiny_bases['sd15']}",
+        *PLAIN_RECIPE,
+    ]
     args += ["train.max_train_steps=6", "train.checkpoint_every=2", "train.validation_every=100"]
     args += ["train.validation_prompts=[]", "infer.steps=2"]
 

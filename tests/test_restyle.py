@@ -110,7 +110,7 @@ def test_parameters_chunk_parses_back_to_the_settings_used(capsys, tmp_path, pho
         "0.6",
     )
     width, height = Image.open(png).size
-    assert parsed["Size"] == f"{width}x{height}" and parsed["Sampler"] == "DDIM"  # the tiny base's
+    assert parsed["Size"] == f"{width}x{height}" and parsed["Sampler"] == "PLMS"
     assert parsed["Lora hashes"].startswith("sd15: ") and len(parsed["Lora hashes"]) == len("sd15: ") + 12
     sidecar = json.loads(png.with_suffix(".json").read_text())
     assert sidecar["parameters"] == read_parameters(png)

@@ -49,6 +49,11 @@ class BenchSpec:
     script_dir: str | None = None  # its base folder, image folder and output, written by main
 
 
+# The demo's recipe minus what diffusers' train_dreambooth_lora.py does not do (no pivotal tokens, no
+# output preservation's extra forward, no offset noise), so both sides do the same work per step.
+LIKE_THE_SCRIPT = ("train.pivotal_tuning=false", "train.preservation_weight=0", "train.noise_offset=0")
+
+
 def measure(variant: str, spec: BenchSpec, paired: bool = False) -> dict:
     """Time `spec.steps` steps of one side. `paired`: after warm-up, say "ready" on stdout and run
     each timed step only when stdin says "step", printing its time (see run_paired).
@@ -81,7 +86,7 @@ def measure(variant: str, spec: BenchSpec, paired: bool = False) -> dict:
     device = torch.device(spec.device)
     weight_dtype = choose_dtype(spec.device, spec.dtype)
     work = Path(tempfile.mkdtemp(prefix="oeuvre-bench-"))
-    overrides = [f"output_dir={work}", f"train.resolution_px={spec.resolution}", "train.pivotal_tuning=false"]
+    overrides = [f"output_dir={work}", f"train.resolution_px={spec.resolution}", *LIKE_THE_SCRIPT]
     config = load_config(PROJECT_CONFIGS / "demo.yaml", overrides)
     pipe = build_pipeline(spec.arch, spec.size, seed=0)
     parts = frozen_components(spec.arch, pipe, DDPMScheduler.from_config(pipe.scheduler.config))
@@ -271,7 +276,7 @@ def whole_run(base: Path, resolution: int, steps: int, script: str | None, work:
     write_bench_dataset(work / "run", resolution)
     overrides = [
         f"output_dir={work / 'run'}", f"base_model={base}", f"train.resolution_px={resolution}",
-        f"train.max_train_steps={steps}", "train.pivotal_tuning=false", "train.recommend=false",
+        f"train.max_train_steps={steps}", *LIKE_THE_SCRIPT, "train.recommend=false",
         f"infer.size_px={resolution}", "train.validation_prompts=['a harbour, {token}']", "infer.steps=4",
     ]  # fmt: skip
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}

@@ -30,6 +30,20 @@ def add_tiny_base_arguments(parser: argparse.ArgumentParser) -> None:
         "instead of copying them from its noisy input (0: plain noise)",
     )
     parser.add_argument(
+        "--norm-groups",
+        type=int,
+        choices=[8, 32],
+        default=32,
+        help="tiny only: the UNet's GroupNorm groups; 8 lets it output a mean colour (the demo's palette), "
+        "32 leaves one channel per group",
+    )
+    parser.add_argument(
+        "--sampler",
+        choices=["default", "ddim"],
+        default="default",
+        help="default: the real base's scheduler (PNDM for SD 1.5); ddim: cleaner at img2img's few steps",
+    )
+    parser.add_argument(
         "--vae-downsample",
         type=int,
         choices=[2, 4, 8],
@@ -89,6 +103,8 @@ def run_tiny_base(args: argparse.Namespace) -> int:
             vae_downsample=args.vae_downsample,
             schedule=args.schedule,
             noise_offset=args.noise_offset,
+            norm_groups=args.norm_groups,
+            sampler=args.sampler,
         )
         if built_with(args.out, **recipe) and not args.controlnet:
             print(f"{args.out}: already built with these arguments; kept")
@@ -106,6 +122,8 @@ def run_tiny_base(args: argparse.Namespace) -> int:
         tuple(dict.fromkeys(args.controlnet)),
         args.controlnet_steps,
         args.noise_offset,
+        args.norm_groups,
+        args.sampler,
     )
     print(f"wrote {args.size} {args.arch} base to {out} in {time.perf_counter() - start:.2f} s")
     return 0

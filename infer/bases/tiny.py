@@ -113,14 +113,14 @@ def _vae(arch: Arch, size: Size, downsample: int = 8):
     )
 
 
-# Channels per GroupNorm group in the tiny UNets: 4 and 8, as SD's 10 to 40, never 1. With one channel
-# per group every norm removes each channel's mean, so the UNet cannot output a mean colour: the base
-# cannot make one from the prompt and no LoRA can move it (the demo's palette stayed grey).
-TINY_NORM_GROUPS = 8
+# GroupNorm groups in the tiny UNets. 32 (the tests' bases) leaves one channel per group: every norm
+# removes each channel's mean, so the UNet cannot output a mean colour and no LoRA can move a palette.
+# 8 (`--norm-groups 8`, the demo's base) gives 4 to 8 channels per group, as SD's 10 to 40.
+NORM_GROUPS = (8, 32)
 RECIPE_FILE = "tiny_base.json"
 
 
-def _sd15_unet(size: Size):
+def _sd15_unet(size: Size, norm_groups: int = 32):
     from diffusers import UNet2DConditionModel
 
     if size == "tiny":
@@ -132,7 +132,7 @@ def _sd15_unet(size: Size):
             up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
             cross_attention_dim=32,
             attention_head_dim=8,
-            norm_num_groups=TINY_NORM_GROUPS,
+            norm_num_groups=norm_groups,
         )
     return UNet2DConditionModel(
         sample_size=64,
@@ -145,7 +145,7 @@ def _sd15_unet(size: Size):
     )
 
 
-def _sdxl_unet(size: Size):
+def _sdxl_unet(size: Size, norm_groups: int = 32):
     from diffusers import UNet2DConditionModel
 
     if size == "tiny":
@@ -163,7 +163,7 @@ def _sdxl_unet(size: Size):
             addition_embed_type="text_time",
             addition_time_embed_dim=8,
             projection_class_embeddings_input_dim=80,
-            norm_num_groups=TINY_NORM_GROUPS,
+            norm_num_groups=norm_groups,
         )
     return UNet2DConditionModel(
         sample_size=128,
@@ -184,7 +184,7 @@ def _sdxl_unet(size: Size):
 SCHEDULES = ("sd", "zero-snr")
 
 
-def _scheduler(arch: Arch, schedule: str = "sd", size: Size = "full"):
+def _scheduler(arch: Arch, schedule: str = "sd", sampler: str = "default"):
     """`sd`: the schedulers and settings the real SD 1.5 and SDXL repositories ship. `zero-snr`: the
     same betas rescaled to zero terminal SNR, v-prediction and trailing timesteps (Lin et al. 2023,
     "Common Diffusion Noise Schedules and Sample Steps are Flawed"): at SD's last timestep about 7 % of
@@ -208,7 +208,7 @@ def _scheduler(arch: Arch, schedule: str = "sd", size: Size = "full"):
             set_alpha_to_one=False,
             **common,
         )
-    if arch == "sd15" and size == "tiny":
+    if sampler == "ddim":
         # DDIM, not SD 1.5's PNDM: at img2img's 3-4 steps PNDM's multistep warm-up leaves the tiny base's
         # noise in the picture (content kept 0.53 against DDIM's 0.75 at strength 0.35, 10 steps).
         return DDIMScheduler(set_alpha_to_one=False, clip_sample=False, **common)
@@ -218,7 +218,13 @@ def _scheduler(arch: Arch, schedule: str = "sd", size: Size = "full"):
 
 
 def build_pipeline(
-    arch: Arch = "sd15", size: Size = "tiny", seed: int = 0, vae_downsample: int = 8, schedule: str = "sd"
+    arch: Arch = "sd15",
+    size: Size = "tiny",
+    seed: int = 0,
+    vae_downsample: int = 8,
+    schedule: str = "sd",
+    norm_groups: int = 32,
+    sampler: str = "default",
 ):
     """A randomly initialised text-to-image pipeline; the same seed gives the same weights.
 
@@ -236,11 +242,17 @@ def build_pipeline(
         )
     if schedule not in SCHEDULES:
         raise OeuvreError(f"--schedule {schedule}: expected one of {', '.join(SCHEDULES)}")
+    if norm_groups not in NORM_GROUPS or (size == "full" and norm_groups != 32):
+        raise OeuvreError(
+            f"--norm-groups {norm_groups}: expected 8 or 32 with --size tiny, and 32 with --size full"
+        )
+    if sampler not in ("default", "ddim"):
+        raise OeuvreError(f"--sampler {sampler}: expected default or ddim")
     tokenizer = build_clip_tokenizer()
     ids = dict(vocab_size=len(tokenizer), eos_id=tokenizer.eos_token_id, bos_id=tokenizer.bos_token_id)
     # Each component from its own seed, so the weights don't depend on construction order.
     torch.manual_seed(seed)
-    unet = _sd15_unet(size) if arch == "sd15" else _sdxl_unet(size)
+    unet = _sd15_unet(size, norm_groups) if arch == "sd15" else _sdxl_unet(size, norm_groups)
     torch.manual_seed(seed + 1)
     vae = _vae(arch, size, vae_downsample)
     torch.manual_seed(seed + 2)
@@ -251,7 +263,7 @@ def build_pipeline(
             text_encoder=text_encoder,
             tokenizer=tokenizer,
             unet=unet,
-            scheduler=_scheduler(arch, schedule, size),
+            scheduler=_scheduler(arch, schedule, sampler),
             safety_checker=None,
             feature_extractor=None,
             requires_safety_checker=False,
@@ -266,7 +278,7 @@ def build_pipeline(
         tokenizer=tokenizer,
         tokenizer_2=build_clip_tokenizer(),
         unet=unet,
-        scheduler=_scheduler(arch, schedule, size),
+        scheduler=_scheduler(arch, schedule, sampler),
     )
 
 
@@ -282,6 +294,8 @@ def write_tiny_base(
     controlnets: tuple[str, ...] = (),
     controlnet_steps: int = 150,
     noise_offset: float = 0.0,
+    norm_groups: int = 32,
+    sampler: str = "default",
 ) -> Path:
     """Build and save a pipeline folder atomically (it appears whole or not at all).
 
@@ -301,7 +315,7 @@ def write_tiny_base(
         raise OeuvreError(
             f"--pretrain-steps {pretrain_steps}: expected 0, or a positive count with --size tiny"
         )
-    pipe = build_pipeline(arch, size, seed, vae_downsample, schedule)
+    pipe = build_pipeline(arch, size, seed, vae_downsample, schedule, norm_groups, sampler)
     if pretrain_steps:
         from infer.bases.tiny_pretrain import pretrain_unet
 
@@ -319,7 +333,8 @@ def write_tiny_base(
         vae_downsample=vae_downsample,
         schedule=schedule,
         noise_offset=noise_offset,
-        norm_groups=TINY_NORM_GROUPS if size == "tiny" else 32,
+        norm_groups=norm_groups,
+        sampler=sampler,
     )
     with atomic_directory(out, overwrite=overwrite) as tmp:
         pipe.save_pretrained(tmp, safe_serialization=True)
@@ -333,11 +348,9 @@ def write_tiny_base(
 
 
 def built_with(folder: str | Path, **recipe) -> bool:
-    """True if the tiny base at `folder` was built with these arguments (and today's constants)."""
+    """True if the tiny base at `folder` was built with these arguments (its tiny_base.json)."""
     path = Path(folder) / RECIPE_FILE
     if not path.is_file():
         return False
     written = json.loads(path.read_text())
-    return all(written.get(key) == value for key, value in recipe.items()) and written.get("norm_groups") == (
-        TINY_NORM_GROUPS if written.get("size") == "tiny" else 32
-    )
+    return all(written.get(key) == value for key, value in recipe.items())
