@@ -79,7 +79,7 @@ def add_tiny_base_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run_tiny_base(args: argparse.Namespace) -> int:
-    from infer.bases.tiny import write_tiny_base
+    from infer.bases.tiny import RECIPE_KEYS, built_with, write_tiny_base
 
     start = time.perf_counter()
     if args.add_to_existing:
@@ -92,38 +92,16 @@ def run_tiny_base(args: argparse.Namespace) -> int:
         add_tiny_controlnets(args.out, kinds, args.controlnet_steps, args.seed, args.overwrite)
         print(f"added {', '.join(kinds)} ControlNet(s) to {args.out} in {time.perf_counter() - start:.2f} s")
         return 0
-    if args.if_changed:
-        from infer.bases.tiny import built_with
-
-        recipe = dict(
-            arch=args.arch,
-            size=args.size,
-            seed=args.seed,
-            pretrain_steps=args.pretrain_steps,
-            vae_downsample=args.vae_downsample,
-            schedule=args.schedule,
-            noise_offset=args.noise_offset,
-            norm_groups=args.norm_groups,
-            sampler=args.sampler,
-        )
-        if built_with(args.out, **recipe) and not args.controlnet:
-            print(f"{args.out}: already built with these arguments; kept")
-            return 0
-        args.overwrite = True
+    recipe = {key: getattr(args, key) for key in RECIPE_KEYS}
+    if args.if_changed and not args.controlnet and built_with(args.out, **recipe):
+        print(f"{args.out}: already built with these arguments; kept")
+        return 0
     out = write_tiny_base(
         args.out,
-        args.arch,
-        args.size,
-        args.seed,
-        args.overwrite,
-        args.pretrain_steps,
-        args.vae_downsample,
-        args.schedule,
-        tuple(dict.fromkeys(args.controlnet)),
-        args.controlnet_steps,
-        args.noise_offset,
-        args.norm_groups,
-        args.sampler,
+        overwrite=args.overwrite or args.if_changed,
+        controlnets=tuple(dict.fromkeys(args.controlnet)),
+        controlnet_steps=args.controlnet_steps,
+        **recipe,
     )
     print(f"wrote {args.size} {args.arch} base to {out} in {time.perf_counter() - start:.2f} s")
     return 0

@@ -118,6 +118,11 @@ def _vae(arch: Arch, size: Size, downsample: int = 8):
 # 8 (`--norm-groups 8`, the demo's base) gives 4 to 8 channels per group, as SD's 10 to 40.
 NORM_GROUPS = (8, 32)
 RECIPE_FILE = "tiny_base.json"
+# write_tiny_base's arguments that decide the weights: what tiny_base.json records and --if-changed compares.
+RECIPE_KEYS = (
+    "arch", "size", "seed", "pretrain_steps", "vae_downsample",
+    "schedule", "noise_offset", "norm_groups", "sampler",
+)  # fmt: skip
 
 
 def _sd15_unet(size: Size, norm_groups: int = 32):
@@ -325,17 +330,7 @@ def write_tiny_base(
         )
     if controlnets and size != "tiny":
         raise OeuvreError(f"--controlnet {controlnets[0]}: only with --size tiny")
-    recipe = dict(
-        arch=arch,
-        size=size,
-        seed=seed,
-        pretrain_steps=pretrain_steps,
-        vae_downsample=vae_downsample,
-        schedule=schedule,
-        noise_offset=noise_offset,
-        norm_groups=norm_groups,
-        sampler=sampler,
-    )
+    recipe = {key: value for key, value in locals().items() if key in RECIPE_KEYS}  # this call's arguments
     with atomic_directory(out, overwrite=overwrite) as tmp:
         pipe.save_pretrained(tmp, safe_serialization=True)
         # How it was built, so a caller (the demo) can tell a base built by an older recipe and rebuild.
