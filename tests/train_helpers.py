@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import json
@@ -83,7 +84,6 @@ def launch(run_dir: Path, base: Path, *overrides: str, processes: int = 2, accel
     user runs it; returns the CompletedProcess."""
     import os
     import socket
-    import subprocess
     import sys
 
     repo = Path(__file__).resolve().parents[1]
@@ -110,27 +110,60 @@ def launch(run_dir: Path, base: Path, *overrides: str, processes: int = 2, accel
         "infer.steps=2",
         *overrides,
     ]
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(repo), "OMP_NUM_THREADS": "1"}
-    # Known issue (see the closing note of 2026-12-01): on this 2-core VM a two-process gloo run now and
-    # then hangs with both ranks idle (a few in ten launches, at any step). Until it is found, a launch
-    # that has not finished in 150 s (a normal one takes about 15 s) is killed with its ranks and tried
-    # again once (it resumes from any checkpoint the hung attempt finished; resuming is bit-exact), so
-    # the suite tests the result rather than the hang.
-    import signal
-
+    env = {
+        **os.environ,
+        "HF_HUB_OFFLINE": "1",
+        "PYTHONPATH": str(repo),
+        "OMP_NUM_THREADS": "1",
+        "PYTHONFAULTHANDLER": "1",  # a SIGABRT then prints every thread's Python stack
+    }
+    # A two-process run once hung now and then at exit (a torch deadlock between a gloo group's destructor
+    # and the GIL; train.recipe.run now frees things in an order that avoids it). Should a launch hang
+    # again, it must fail this test, not stall the suite: after 150 s (a normal run takes about 7 s) its
+    # ranks' stacks go to RUN_DIR_hung_launch_N.log beside run_dir, every process it started is killed,
+    # and it is tried once more (resuming from its last checkpoint is bit-exact).
     for attempt in range(2):
-        process = subprocess.Popen(
-            command, cwd=repo, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-            start_new_session=True,
-        )  # fmt: skip
+        log = run_dir.parent / f"{run_dir.name}_hung_launch_{attempt}.log"
+        result = _run_with_deadline(command, repo, env, deadline_s=150, hang_log=log)
+        if result is not None:
+            return result
+    raise TimeoutError(f"two-process training hung twice; the ranks' stacks are in {log.parent}")
+
+
+def _run_with_deadline(command: list[str], cwd: Path, env: dict, deadline_s: float, hang_log: Path):
+    """Run `command`; its CompletedProcess, or None when it outlived `deadline_s`. Then every process it
+    started is killed: torch's elastic agent starts each rank in a session of its own, so killing the
+    launcher's process group leaves the ranks alive, holding our pipes open forever (which is how a
+    hang once stalled CI until its 90-minute limit)."""
+    import signal
+    import subprocess
+    import tempfile
+    import time
+
+    import psutil
+
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+        process = subprocess.Popen(command, cwd=cwd, env=env, stdout=out, stderr=err, text=True)
         try:
-            stdout, stderr = process.communicate(timeout=150)
-            return subprocess.CompletedProcess(command, process.returncode, stdout, stderr)
+            process.wait(timeout=deadline_s)
         except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)  # the launcher and both ranks
-            process.communicate()
-            if attempt == 1:
-                raise
+            launcher = psutil.Process(process.pid)
+            ranks = launcher.children(recursive=True)
+            for rank in ranks:  # SIGABRT: faulthandler prints each rank's thread stacks to our stderr file
+                with contextlib.suppress(psutil.Error):
+                    rank.send_signal(signal.SIGABRT)
+            time.sleep(2)
+            for member in [*ranks, launcher]:
+                with contextlib.suppress(psutil.Error):
+                    member.kill()
+            psutil.wait_procs([*ranks, launcher], timeout=30)
+            err.seek(0)
+            hang_log.write_text(err.read())
+            print(f"two-process launch hung for {deadline_s:.0f} s; stacks in {hang_log}")
+            return None
+        out.seek(0)
+        err.seek(0)
+        return subprocess.CompletedProcess(command, process.returncode, out.read(), err.read())
 
 
 def reset_accelerate() -> None:
