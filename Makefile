@@ -29,11 +29,11 @@ endif
 # Tests and the demo never reach for the hub: an uncached id fails at once, not after minutes of retries.
 OFFLINE := HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 
-.PHONY: help install test lint format demo showcase data train restyle eval app bench clean check-artist
+.PHONY: help install test lint format demo demo-base showcase data train restyle eval app bench clean check-artist
 
 help:
 	@sed -n '1,5p' Makefile | sed 's/^# \{0,1\}//'
-	@echo "targets: install test lint demo showcase data train restyle eval app bench clean"
+	@echo "targets: install test lint demo demo-base showcase data train restyle eval app bench clean"
 	@echo "artists with a config: $(ARTISTS)"
 
 install: $(VENV)/.installed
@@ -65,6 +65,10 @@ check-artist:
 
 demo: install
 	$(OFFLINE) $(PY) -m oeuvre.demo
+
+# The demo's base, committed in infer/bases/demo_base: pre-train it again (about 5 min on 2 cores).
+demo-base: install
+	$(OFFLINE) $(PY) -m oeuvre.demo --build-base
 
 # The README's picture is the demo's own output: run the demo, then copy its showcase.
 showcase: demo

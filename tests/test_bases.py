@@ -7,6 +7,7 @@ import json
 import numpy as np
 import pytest
 import torch
+from conftest import REPO
 from PIL import Image
 from safetensors.torch import load_file
 
@@ -227,6 +228,45 @@ def test_tiny_base_if_changed_keeps_the_same_recipe_and_rebuilds_another(tmp_pat
     assert "kept" in build()  # the same arguments: the folder is left as it is
     assert "wrote" in build("--noise-offset", "0.3")  # another recipe: built again in place
     assert json.loads((out / "tiny_base.json").read_text())["noise_offset"] == 0.3
+
+
+def test_tiny_base_copies_a_prebuilt_base_only_when_its_recipe_matches(tmp_path, capsys):
+    from infer.__main__ import main
+
+    prebuilt, out = tmp_path / "prebuilt", tmp_path / "run" / "base"
+    assert main(["tiny-base", str(prebuilt), "--pretrain-steps", "1"]) == 0
+    marker = prebuilt / "unet" / "marker.txt"  # only a copy has it; a fresh build would not
+    marker.write_text("prebuilt")
+    capsys.readouterr()
+
+    def build(*extra):
+        flags = ["--if-changed", "--prebuilt", str(prebuilt)]
+        assert main(["tiny-base", str(out), "--pretrain-steps", "1", *flags, *extra]) == 0
+        return capsys.readouterr().out
+
+    assert "copied the prebuilt" in build()
+    assert (out / "unet" / "marker.txt").read_text() == "prebuilt"
+    assert "kept" in build()
+    assert "wrote" in build("--noise-offset", "0.3")  # another recipe than the prebuilt's: pre-trained
+    assert not (out / "unet" / "marker.txt").exists()
+    assert marker.is_file()  # the prebuilt folder itself is never touched
+
+
+def test_the_demo_ships_its_base_built_by_its_own_recipe():
+    """infer/bases/demo_base is what `make demo-base` writes: its tiny_base.json names the arguments the
+    demo asks for, so the demo copies it rather than pre-training for minutes."""
+    import argparse
+
+    from infer.bases.cli import add_tiny_base_arguments
+    from infer.bases.tiny import RECIPE_KEYS, built_with
+    from oeuvre.demo import PREBUILT_BASE, tiny_base_recipe
+
+    parser = argparse.ArgumentParser()
+    add_tiny_base_arguments(parser)
+    args = parser.parse_args(["out", *tiny_base_recipe()])
+    assert built_with(REPO / PREBUILT_BASE, **{key: getattr(args, key) for key in RECIPE_KEYS})
+    sizes = sum(f.stat().st_size for f in (REPO / PREBUILT_BASE).rglob("*") if f.is_file())
+    assert sizes < 8e6  # small enough to live in git
 
 
 def test_img2img_always_runs_at_least_one_denoising_step():

@@ -7,7 +7,7 @@ import pytest
 import torch
 from PIL import Image
 
-from infer.evaluate.palette import mean_lab, moved, palette_figures, palette_sentence
+from infer.evaluate.palette import closer, mean_lab, moved, palette_figures, palette_sentence
 
 
 def flat(rgb, size=8):
@@ -73,6 +73,37 @@ def test_targets_say_which_goal_each_figure_meets():
     }
     sentence = palette_sentence(figures)
     assert "Targets met: 3 of 6" in sentence and "img2img at 0.75 moves" in sentence
+
+
+def test_closer_counts_a_sideways_step_against_the_move():
+    start, target = np.array([50.0, 0, 0]), np.array([30.0, 0, 0])
+    assert closer(start, np.array([40.0, 0, 0]), target) == pytest.approx(10)
+    sideways = np.array([40.0, 40, 0])  # half way along the line, but far off it
+    assert moved(start, sideways, target) == pytest.approx(0.5)
+    assert closer(start, sideways, target) < 0
+
+
+def test_the_control_check_fails_a_lora_that_moves_towards_the_other_artist():
+    """Two artists whose lines from the LoRA-off colour share a component: `moved` credits both; the
+    control (nearer its own mean than the other's, in every case) does not."""
+    from infer.evaluate.palette import own_closer, palette_targets
+
+    own, other, off = [flat((61, 90, 107))], [flat((200, 205, 190))], [flat((150, 80, 160))]
+
+    def figures_for(made):
+        figures = palette_figures(
+            own, {"with trigger": made, "without trigger": off, "LoRA off": off}, {0.55: (off, made)}
+        )
+        towards = palette_figures(
+            other, {"with trigger": made, "without trigger": off, "LoRA off": off}, {0.55: (off, made)}
+        )
+        figures["versus"] = {"run": "runs/other", "closer": own_closer(towards)}
+        control = palette_targets(figures)[-1]
+        assert control["what"].startswith("nearer its own works than runs/other's")
+        return control["met"]
+
+    assert figures_for(own) is True
+    assert figures_for(other) is False
 
 
 def test_tiny_unets_keep_several_channels_per_norm_group():

@@ -58,6 +58,10 @@ PLAIN_RECIPE = (
     "train.noise_offset=0",
     "train.preservation_weight=0",
     "infer.lora_scale=0.8",
+    "infer.guidance=7.0",
+    "train.lora_rank=4",
+    "train.lora_alpha=4.0",
+    "train.lora_target_modules=[to_q,to_k,to_v,to_out.0]",
 )
 
 

@@ -70,6 +70,12 @@ def add_tiny_base_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="only train the --controlnet ControlNets for the tiny base already at OUT (e.g. runs/demo/base)",
     )
+    parser.add_argument(
+        "--prebuilt",
+        metavar="DIR",
+        help="a base built earlier (e.g. the repo's infer/bases/demo_base): copied to OUT instead of "
+        "building, when its tiny_base.json shows these same arguments",
+    )
     parser.add_argument("--overwrite", action="store_true")
     parser.add_argument(
         "--if-changed",
@@ -79,7 +85,7 @@ def add_tiny_base_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run_tiny_base(args: argparse.Namespace) -> int:
-    from infer.bases.tiny import RECIPE_KEYS, built_with, write_tiny_base
+    from infer.bases.tiny import RECIPE_KEYS, built_with, copy_base, write_tiny_base
 
     start = time.perf_counter()
     if args.add_to_existing:
@@ -95,6 +101,10 @@ def run_tiny_base(args: argparse.Namespace) -> int:
     recipe = {key: getattr(args, key) for key in RECIPE_KEYS}
     if args.if_changed and not args.controlnet and built_with(args.out, **recipe):
         print(f"{args.out}: already built with these arguments; kept")
+        return 0
+    if args.prebuilt and not args.controlnet and built_with(args.prebuilt, **recipe):
+        copy_base(args.prebuilt, args.out, overwrite=args.overwrite or args.if_changed)
+        print(f"copied the prebuilt {args.prebuilt} (built with these arguments) to {args.out}")
         return 0
     out = write_tiny_base(
         args.out,

@@ -349,3 +349,16 @@ def built_with(folder: str | Path, **recipe) -> bool:
         return False
     written = json.loads(path.read_text())
     return all(written.get(key) == value for key, value in recipe.items())
+
+
+def copy_base(source: str | Path, out: str | Path, overwrite: bool = False) -> Path:
+    """Copy a built base folder to `out` atomically (the demo's run gets its own copy, so adding a
+    ControlNet to it never touches the one in the repo)."""
+    import shutil
+
+    out = Path(out)
+    if out.exists() and not overwrite:
+        raise OeuvreError(f"{out}: already exists; pass --overwrite to replace it")
+    with atomic_directory(out, overwrite=overwrite) as tmp:
+        shutil.copytree(source, tmp, dirs_exist_ok=True)
+    return out

@@ -181,7 +181,7 @@ def palette(
 ) -> dict:
     """The palette figures (infer/evaluate/palette.py) from the outputs already made; with `versus` (a
     run folder) the same moves measured towards that other artist's held-out works."""
-    from infer.evaluate.palette import T2I_SEEDS, palette_figures
+    from infer.evaluate.palette import T2I_SEEDS, own_closer, palette_figures, palette_targets
 
     t2i = {
         name: [images[f"t2i:{key}", seed] for seed in T2I_SEEDS]
@@ -219,7 +219,9 @@ def palette(
             "artist_mean_lab": towards["artist_mean_lab"],
             "text_to_image_with_trigger_moved": towards["text_to_image"]["with trigger"]["moved"],
             "img2img_moved": {s: row["moved"] for s, row in towards["img2img"].items()},
+            "closer": own_closer(towards),
         }
+        figures["targets"] = palette_targets(figures)
     return figures
 
 

@@ -54,6 +54,13 @@ def moved(reference: np.ndarray, changed: np.ndarray, target: np.ndarray) -> flo
     return float((changed - reference) @ line / length) if length > 0 else 0.0
 
 
+def closer(reference: np.ndarray, changed: np.ndarray, target: np.ndarray) -> float:
+    """How much nearer `target` the change went, in CIELAB units (delta E 1976); negative: farther.
+    Unlike `moved`, a step sideways counts against it: the control check uses it, since two artists'
+    lines from one reference can share a component (both less magenta, say) that `moved` credits to both."""
+    return float(np.linalg.norm(reference - target) - np.linalg.norm(changed - target))
+
+
 def t2i_canvas(size_px: int):
     from PIL import Image
 
@@ -79,6 +86,7 @@ def palette_figures(
             name: {
                 "mean_lab": _round(mean_lab(images)),
                 "moved": round(moved(off, mean_lab(images), artist), 3),
+                "closer": round(closer(off, mean_lab(images), artist), 2),
                 **({"style": round(t2i_style[name], 4)} if t2i_style else {}),
             }
             for name, images in t2i.items()
@@ -88,6 +96,7 @@ def palette_figures(
             "base_mean_lab": _round(mean_lab(base)),
             "lora_mean_lab": _round(mean_lab(lora)),
             "moved": round(moved(mean_lab(base), mean_lab(lora), artist), 3),
+            "closer": round(closer(mean_lab(base), mean_lab(lora), artist), 2),
         }
         for strength, (base, lora) in sorted(img2img.items())
     }
@@ -119,7 +128,28 @@ def palette_targets(figures: dict) -> list[dict]:
                 "met": bool(value > off),
             }
         )
+    versus = figures.get("versus")
+    if versus and "closer" in versus:
+        # The control: each LoRA picture came nearer its own artist's mean colour than the other's.
+        margins = [own - versus["closer"][case] for case, own in own_closer(figures).items()]
+        checks.append(
+            {
+                "what": f"nearer its own works than {versus['run']}'s (CIELAB distance, every case)",
+                "value": round(min(margins), 2),
+                "goal": "> 0",
+                "met": bool(min(margins) > 0),
+            }
+        )
     return checks
+
+
+def own_closer(figures: dict) -> dict[str, float]:
+    """{case: closer} for text-to-image with the trigger and each img2img strength."""
+    cases = {}
+    if "text_to_image" in figures:
+        cases["text-to-image"] = figures["text_to_image"]["with trigger"]["closer"]
+    cases.update({f"img2img {s}": row["closer"] for s, row in figures["img2img"].items()})
+    return cases
 
 
 def palette_sentence(figures: dict) -> str:

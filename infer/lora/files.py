@@ -70,7 +70,13 @@ def _to_diffusers_layout(
 
     # Conv LoRA weights trained in channels_last are strided views; safetensors wants them packed.
     packed = {canonical_text_key(key) if text_encoder else key: t.contiguous() for key, t in layers.items()}
-    return convert_state_dict_to_diffusers(packed)
+    converted = convert_state_dict_to_diffusers(packed)
+    if any(".lora_A." in key or ".lora_B." in key for key in converted):
+        # diffusers renames only attention and text-encoder projections: with convolutions (LoCon) the
+        # file would mix two spellings, and diffusers' loader, reading it as peft's, silently drops
+        # every attention weight. peft's own spelling throughout loads everywhere.
+        return packed
+    return converted
 
 
 def canonical_text_key(key: str) -> str:
