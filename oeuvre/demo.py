@@ -102,6 +102,9 @@ def main(argv=None) -> int:
     run, start = args.out, time.perf_counter()
     base, synthetic, content = args.base or run / "base", run / "synthetic", run / "content"
     overrides = [f"output_dir={run}", f"base_model={base}", f"data.sources=[{{folder: {synthetic}}}]"]
+    # Each demo trains afresh (about 40 s): a checkpoint left by an older demo may hold a LoRA of
+    # another shape (rank, target modules), which must not be resumed.
+    overrides.append("train.resume=none")
     overrides += (QUICK_OVERRIDES if args.quick else []) + args.overrides
     paintings = "8" if args.quick else "24"
     # A random UNet turns every photo into static; the pre-training makes the tiny base denoise. The repo

@@ -9,7 +9,14 @@ import pytest
 import torch
 from conftest import REPO
 from safetensors.torch import load_file
-from train_helpers import launch, one_process, reset_accelerate, train_config, write_dataset
+from train_helpers import (
+    launch,
+    one_process,
+    reset_accelerate,
+    train_config,
+    train_in_process,
+    write_dataset,
+)
 
 from oeuvre.paths import RunPaths
 from train import checkpoints, recipe
@@ -240,6 +247,28 @@ def test_saved_lora_and_token_load_in_diffusers_and_change_the_image(tiny_bases,
     pipe.load_lora_weights(str(lora_file))
     after = restyle()
     assert (after - before).abs().mean() > 1e-3
+
+
+def test_a_checkpoint_of_another_lora_shape_is_refused_naming_the_setting(tiny_bases, tmp_path):
+    """An older run's checkpoint (rank 4) met by a rank-8 config: a one-line error, not a traceback
+    from deep in Accelerate, and the checkpoint is left as it was."""
+    from oeuvre.errors import ConfigError
+
+    write_dataset(tmp_path / "dataset", TOKEN)
+    settings = ["train.max_train_steps=4", "train.checkpoint_every=2"]  # step-2 kept; the last is not
+    train_in_process(train_config(tmp_path, tiny_bases["sd15"], *settings))
+    saved = tmp_path / "checkpoints" / "step-2" / "trainable.safetensors"
+    before = saved.read_bytes()
+    with pytest.raises(ConfigError, match=r"step-2: .*train\.lora_rank.*train\.resume=none") as error:
+        train_in_process(train_config(tmp_path, tiny_bases["sd15"], *settings, "train.lora_rank=8"))
+    assert "is (4, " in str(error.value) and "this run's (8, " in str(error.value)
+    assert saved.read_bytes() == before
+    # and train.resume=none starts over with the new shape
+    train_in_process(
+        train_config(tmp_path, tiny_bases["sd15"], *settings, "train.lora_rank=8", "train.resume=none")
+    )
+    shapes = {tuple(t.shape) for k, t in load_file(saved).items() if "lora_A" in k}
+    assert shapes and all(shape[0] == 8 for shape in shapes)
 
 
 def test_resume_after_a_crash_ends_bit_exact(tiny_bases, tmp_path, monkeypatch):

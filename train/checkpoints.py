@@ -15,6 +15,7 @@ from safetensors.torch import load_file, save_file
 
 from oeuvre.atomic import atomic_write_text, replace_directory
 from oeuvre.crash_points import crash_point
+from oeuvre.errors import ConfigError
 from oeuvre.paths import CHECKPOINT_STATE_FILE as STATE_FILE
 from oeuvre.paths import CHECKPOINT_TRAINABLE_FILE as TRAINABLE_FILE
 from oeuvre.paths import complete_checkpoints
@@ -31,15 +32,34 @@ def register_trainable_only_hooks(accelerator, modules: list[torch.nn.Module]) -
     def load_hook(models, input_dir):
         models.clear()
         state = load_file(str(Path(input_dir) / TRAINABLE_FILE))
-        expected = trainable_state(modules)
-        if set(state) != set(expected):
-            raise RuntimeError(f"{input_dir}: checkpoint weights do not match this run's trainable weights")
+        mismatch = shape_mismatch(state, trainable_state(modules))
+        if mismatch:
+            raise ConfigError(
+                f"{input_dir}: its trainable weights do not fit this run ({mismatch}): it was trained "
+                "with other LoRA settings (train.lora_rank, train.lora_target_modules, the text encoder, "
+                "the trigger's tokens). Start over with train.resume=none, or remove "
+                f"{Path(input_dir).parent}"
+            )
         with torch.no_grad():
             for name, parameter in _trainable_items(modules):
                 parameter.copy_(state[name])
 
     accelerator.register_save_state_pre_hook(save_hook)
     accelerator.register_load_state_pre_hook(load_hook)
+
+
+def shape_mismatch(saved: dict, expected: dict) -> str:
+    """'' when `saved` has exactly `expected`'s names and shapes; else what differs first, in words."""
+    missing, extra = sorted(set(expected) - set(saved)), sorted(set(saved) - set(expected))
+    if missing or extra:
+        return (
+            f"{len(missing)} weights missing, e.g. {missing[:1]}; "
+            f"{len(extra)} not of this run, e.g. {extra[:1]}"
+        )
+    for name, tensor in expected.items():
+        if saved[name].shape != tensor.shape:
+            return f"{name} is {tuple(saved[name].shape)}, this run's {tuple(tensor.shape)}"
+    return ""
 
 
 def _trainable_items(modules):
