@@ -257,14 +257,14 @@ def test_the_demo_ships_its_base_built_by_its_own_recipe():
     demo asks for, so the demo copies it rather than pre-training for minutes."""
     import argparse
 
-    from infer.bases.cli import add_tiny_base_arguments
-    from infer.bases.tiny import RECIPE_KEYS, built_with
+    from infer.bases.cli import add_tiny_base_arguments, recipe_of
+    from infer.bases.tiny import built_with
     from oeuvre.demo import PREBUILT_BASE, tiny_base_recipe
 
     parser = argparse.ArgumentParser()
     add_tiny_base_arguments(parser)
     args = parser.parse_args(["out", *tiny_base_recipe()])
-    assert built_with(REPO / PREBUILT_BASE, **{key: getattr(args, key) for key in RECIPE_KEYS})
+    assert built_with(REPO / PREBUILT_BASE, **recipe_of(args))
     sizes = sum(f.stat().st_size for f in (REPO / PREBUILT_BASE).rglob("*") if f.is_file())
     assert sizes < 8e6  # small enough to live in git
 

@@ -104,6 +104,9 @@ def test_the_control_check_fails_a_lora_that_moves_towards_the_other_artist():
 
     assert figures_for(own) is True
     assert figures_for(other) is False
+    # Green: past the swirl-like artist's mean along its line (`moved` 1.86 against 1.09 towards the
+    # other), yet 5.5 units farther from it and 1.0 nearer the other: the control must say no.
+    assert figures_for([flat((0, 80, 0))]) is False
 
 
 def test_tiny_unets_keep_several_channels_per_norm_group():

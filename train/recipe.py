@@ -156,7 +156,7 @@ def default_process_group():
     import torch.distributed as dist
 
     if dist.is_available() and dist.is_initialized():
-        return dist.distributed_c10d._get_default_group()
+        return dist.group.WORLD
     return None
 
 

@@ -84,8 +84,15 @@ def add_tiny_base_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def recipe_of(args: argparse.Namespace) -> dict:
+    """The arguments that decide what a tiny base is (tiny_base.json's keys), from parsed arguments."""
+    from infer.bases.tiny import RECIPE_KEYS
+
+    return {key: getattr(args, key) for key in RECIPE_KEYS}
+
+
 def run_tiny_base(args: argparse.Namespace) -> int:
-    from infer.bases.tiny import RECIPE_KEYS, built_with, copy_base, write_tiny_base
+    from infer.bases.tiny import built_with, copy_base, write_tiny_base
 
     start = time.perf_counter()
     if args.add_to_existing:
@@ -98,7 +105,7 @@ def run_tiny_base(args: argparse.Namespace) -> int:
         add_tiny_controlnets(args.out, kinds, args.controlnet_steps, args.seed, args.overwrite)
         print(f"added {', '.join(kinds)} ControlNet(s) to {args.out} in {time.perf_counter() - start:.2f} s")
         return 0
-    recipe = {key: getattr(args, key) for key in RECIPE_KEYS}
+    recipe = recipe_of(args)
     if args.if_changed and not args.controlnet and built_with(args.out, **recipe):
         print(f"{args.out}: already built with these arguments; kept")
         return 0
