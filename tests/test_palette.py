@@ -61,6 +61,7 @@ def test_targets_say_which_goal_each_figure_meets():
         {0.55: (grey, artist), 0.75: (grey, grey)},
         t2i_style={"with trigger": 0.6, "without trigger": 0.5, "LoRA off": 0.4},
         base_content_kept={0.35: 0.65},
+        img2img_style={0.55: (0.3, 0.5), 0.75: (0.3, 0.25)},  # a palette bought with the strokes at 0.75
     )
     met = {t["what"]: t["met"] for t in figures["targets"]}
     assert met == {
@@ -70,9 +71,11 @@ def test_targets_say_which_goal_each_figure_meets():
         "img2img at 0.75 moves": False,
         "the base alone at 0.35 keeps the content": False,
         "text-to-image with the trigger: held-out style similarity above the LoRA off's": True,
+        "img2img: held-out style similarity above the base's at every strength": False,
     }
+    assert figures["img2img"]["0.75"]["style"] < figures["img2img"]["0.75"]["base_style"]
     sentence = palette_sentence(figures)
-    assert "Targets met: 3 of 6" in sentence and "img2img at 0.75 moves" in sentence
+    assert "Targets met: 3 of 7" in sentence and "img2img at 0.75 moves" in sentence
 
 
 def test_closer_counts_a_sideways_step_against_the_move():

@@ -195,10 +195,12 @@ def palette(
         s: ([base_out[stem, s] for stem in contents], [lora_out[stem, s] for stem in contents])
         for s in settings.strengths
     }
-    t2i_style = {
-        name: float(np.mean([r["style"][judge.primary] for r in judge.style(images)]))
-        for name, images in t2i.items()
-    }
+
+    def style(images: list) -> float:
+        return float(np.mean([r["style"][judge.primary] for r in judge.style(images)]))
+
+    t2i_style = {name: style(images) for name, images in t2i.items()}
+    img2img_style = {s: (style(base), style(lora)) for s, (base, lora) in img2img.items()}
     base_kept = {
         s: float(
             np.mean(
@@ -208,7 +210,7 @@ def palette(
         for s in settings.strengths
     }
     holdout = [open_image(w.path) for w in judge.holdout]
-    figures = palette_figures(holdout, t2i, img2img, t2i_style, base_kept)
+    figures = palette_figures(holdout, t2i, img2img, t2i_style, base_kept, img2img_style)
     if versus is not None:
         other = [open_image(w.path) for w in load_works(versus / "dataset") if w.split == "holdout"]
         if not other:

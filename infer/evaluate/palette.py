@@ -73,11 +73,13 @@ def palette_figures(
     img2img: dict[float, tuple[list, list]],
     t2i_style: dict[str, float] | None = None,
     base_content_kept: dict[float, float] | None = None,
+    img2img_style: dict[float, tuple[float, float]] | None = None,
 ) -> dict:
     """`t2i`: {"with trigger" | "without trigger" | "LoRA off": images}; `img2img`: {strength: (base
     outputs, LoRA outputs)} over the same content. Everything in CIELAB, rounded for report.json.
     `t2i_style`: each t2i set's held-out style similarity; `base_content_kept`: {strength: the base's
-    mean content kept}. Both optional; with them the figures hold what TARGETS checks."""
+    mean content kept}; `img2img_style`: {strength: (the base's, the LoRA's held-out style similarity)}.
+    All optional; with them the figures hold what TARGETS and the style checks answer."""
     artist = mean_lab(holdout)
     figures: dict = {"artist_mean_lab": _round(artist)}
     if t2i:
@@ -97,6 +99,14 @@ def palette_figures(
             "lora_mean_lab": _round(mean_lab(lora)),
             "moved": round(moved(mean_lab(base), mean_lab(lora), artist), 3),
             "closer": round(closer(mean_lab(base), mean_lab(lora), artist), 2),
+            **(
+                {
+                    "base_style": round(img2img_style[strength][0], 4),
+                    "style": round(img2img_style[strength][1], 4),
+                }
+                if img2img_style
+                else {}
+            ),
         }
         for strength, (base, lora) in sorted(img2img.items())
     }
@@ -126,6 +136,19 @@ def palette_targets(figures: dict) -> list[dict]:
                 "value": value,
                 "goal": f"> {off:g}",
                 "met": bool(value > off),
+            }
+        )
+    rows = figures.get("img2img", {})
+    if rows and all("style" in row for row in rows.values()):
+        # The palette may not come at the cost of the strokes: at every strength the LoRA's outputs stay
+        # closer in style to the held-out works than the base's.
+        margin = min(row["style"] - row["base_style"] for row in rows.values())
+        checks.append(
+            {
+                "what": "img2img: held-out style similarity above the base's at every strength",
+                "value": round(margin, 4),
+                "goal": "> 0",
+                "met": bool(margin > 0),
             }
         )
     versus = figures.get("versus")
