@@ -31,11 +31,13 @@ VAE_DOWNSAMPLE = 2
 # mean colour is read off the noisy input at every timestep, so no training can move the palette.
 NOISE_OFFSET = 0.3
 QUICK_OVERRIDES = [
-    # 100: the palette moves the claimed way (text-to-image with the trigger 24 % of the way; 40 steps: 3 %)
+    # 100: the palette moves the claimed way (text-to-image with the trigger 63 % of the way)
     "train.max_train_steps=100",
     "train.validation_every=50",
     "train.checkpoint_every=50",
-    "infer.steps=2",
+    # 4, not 2: img2img runs int(steps x strength) steps, so at 2 every strength ran one step or none
+    # and the LoRA moved img2img 0 %; at 4, 7 % and 21 % at 0.55 and 0.75 (+8 s)
+    "infer.steps=4",
 ]
 
 

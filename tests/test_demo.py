@@ -14,9 +14,11 @@ from PIL import Image
 from infer.evaluate.recommend import TIE_DIGITS, Recommendation
 
 # The quick demo trains for seconds on a barely pre-trained base (the full demo's figures are in the
-# README); even so its LoRA must move the palette the claimed way: 8 % and 24 % measured in two runs,
-# 3 % with 40 training steps instead of 100, 0-7 % with the tiny UNet's one-channel GroupNorms.
-QUICK_MIN_PALETTE_MOVE = 0.03
+# README); even so its LoRA must move the palette the claimed way. Measured in two runs (the same
+# figures): text-to-image with the trigger 63 % of the way, img2img at 0.75 21 %, at 0.55 7 %, with
+# held-out style above the base's there; 16 % and 0 % with 2 infer steps instead of 4.
+QUICK_MIN_PALETTE_MOVE = 0.3
+QUICK_MIN_IMG2IMG_MOVE = 0.1
 
 
 @pytest.mark.slow
@@ -53,7 +55,12 @@ def test_quick_demo_runs_every_step_and_writes_every_output(tmp_path):
     # The claim, in the direction claimed: with its trigger the LoRA moves text-to-image colours
     # towards the artist's held-out works, and the report says which targets it met.
     palette = json.loads((run / "report" / "report.json").read_text())["palette"]
-    assert palette["text_to_image"]["with trigger"]["moved"] > QUICK_MIN_PALETTE_MOVE, palette
+    t2i = palette["text_to_image"]
+    with_trigger, without = (t2i[k]["moved"] for k in ("with trigger", "without trigger"))
+    assert with_trigger > QUICK_MIN_PALETTE_MOVE and without < with_trigger, palette
+    strongest = palette["img2img"]["0.75"]
+    assert strongest["moved"] > QUICK_MIN_IMG2IMG_MOVE, palette
+    assert strongest["style"] > strongest["base_style"], palette
     assert palette["targets"] and "target " in done.stdout
     showcase = Image.open(run / "showcase.png")
     assert f"showcase: {run / 'showcase.png'}" in done.stdout and showcase.height > 3 * 128
