@@ -177,10 +177,17 @@ def restyle_all(
 
 
 def palette(
-    settings, judge, lora_out: dict, base_out: dict, contents: dict, versus: Path | None = None
+    settings,
+    judge,
+    lora_out: dict,
+    base_out: dict,
+    contents: dict,
+    cells: dict,
+    versus: Path | None = None,
 ) -> dict:
-    """The palette figures (infer/evaluate/palette.py) from the outputs already made; with `versus` (a
-    run folder) the same moves measured towards that other artist's held-out works."""
+    """The palette figures (infer/evaluate/palette.py) from the outputs already made, and for img2img
+    from their scores in `cells` ((stem, column) -> judge.score's result); with `versus` (a run folder)
+    the same moves measured towards that other artist's held-out works."""
     from infer.evaluate.palette import T2I_SEEDS, own_closer, palette_figures, palette_targets
 
     t2i = {
@@ -199,16 +206,21 @@ def palette(
     def style(images: list) -> float:
         return float(np.mean([r["style"][judge.primary] for r in judge.style(images)]))
 
+    def column_mean(column: str, figure) -> float:  # over the content images, from their scores
+        return float(np.mean([figure(cells[stem, column]) for stem in contents]))
+
+    def primary_style(cell: dict) -> float:
+        return cell["style"][judge.primary]
+
+    def kept(cell: dict) -> float:
+        return cell["content_kept"]["content_kept"]
+
     t2i_style = {name: style(images) for name, images in t2i.items()}
-    img2img_style = {s: (style(base), style(lora)) for s, (base, lora) in img2img.items()}
-    base_kept = {
-        s: float(
-            np.mean(
-                [content_kept(image, base_out[stem, s])["content_kept"] for stem, image in contents.items()]
-            )
-        )
-        for s in settings.strengths
+    img2img_style = {
+        s: (column_mean(f"base@{s:g}", primary_style), column_mean(f"oeuvre@{s:g}", primary_style))
+        for s in img2img
     }
+    base_kept = {s: column_mean(f"base@{s:g}", kept) for s in settings.strengths}
     holdout = [open_image(w.path) for w in judge.holdout]
     figures = palette_figures(holdout, t2i, img2img, t2i_style, base_kept, img2img_style)
     if versus is not None:
@@ -324,7 +336,6 @@ def run(args: argparse.Namespace) -> int:
     lora_out = restyle_all(settings, contents, "oeuvre", {"trigger": settings.prompt, "plain": plain})
     base_settings = dataclasses.replace(settings, lora_file=None, embedding_file=None, scales=(0.0,))
     base_out = restyle_all(base_settings, contents, "base model", {"plain": plain})
-    colours = palette(settings, judge, lora_out, base_out, contents, args.versus)
     columns = ["content", *(["baseline"] if baselines else [])]
     columns += [f"base@{s:g}" for s in strengths] + [f"oeuvre@{s:g}" for s in strengths]
     if controlled.controls:  # the same LoRA, keeping the photo's structure with the ControlNet(s)
@@ -348,6 +359,7 @@ def run(args: argparse.Namespace) -> int:
         keys = [c for c in columns if (stem, c) in images]
         scored = judge.score([images[stem, c] for c in keys], contents[stem])
         cells.update({(stem, c): result for c, result in zip(keys, scored, strict=True)})
+    colours = palette(settings, judge, lora_out, base_out, contents, cells, args.versus)
 
     checkpoint_rows = (
         evaluate_checkpoints(args, settings, contents, judge, report) if args.checkpoints else []

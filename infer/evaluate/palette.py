@@ -99,17 +99,12 @@ def palette_figures(
             "lora_mean_lab": _round(mean_lab(lora)),
             "moved": round(moved(mean_lab(base), mean_lab(lora), artist), 3),
             "closer": round(closer(mean_lab(base), mean_lab(lora), artist), 2),
-            **(
-                {
-                    "base_style": round(img2img_style[strength][0], 4),
-                    "style": round(img2img_style[strength][1], 4),
-                }
-                if img2img_style
-                else {}
-            ),
         }
         for strength, (base, lora) in sorted(img2img.items())
     }
+    for strength, (base_style, lora_style) in (img2img_style or {}).items():
+        row = figures["img2img"][f"{strength:g}"]
+        row.update(base_style=round(base_style, 4), style=round(lora_style, 4))
     if base_content_kept:
         figures["base_content_kept"] = {f"{s:g}": round(v, 3) for s, v in sorted(base_content_kept.items())}
     figures["targets"] = palette_targets(figures)
