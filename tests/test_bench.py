@@ -49,7 +49,7 @@ def test_quick_bench_writes_parseable_results(tmp_path):
 def test_flop_count_matches_a_matmul_and_mfu_uses_the_device_peak():
     import torch
 
-    from train.flops import count_flops, mfu, peak_tflops
+    from oeuvre.flops import count_flops, fastest_exact_s, mfu, peak_tflops
 
     a, b = torch.randn(64, 128), torch.randn(128, 32)
     assert count_flops(lambda: a @ b) == 2 * 64 * 128 * 32
@@ -59,6 +59,7 @@ def test_flop_count_matches_a_matmul_and_mfu_uses_the_device_peak():
     assert peak_tflops("Some Future GPU", "bf16") is None
     assert mfu(10**12, 2.0, 1.0) == 0.5
     assert mfu(10**12, 2.0, None) is None
+    assert fastest_exact_s(3 * 10**12, 1.5) == 2.0  # the roofline: FLOPs at the peak rate
 
 
 @pytest.mark.parametrize("arch", ["sd15", "sdxl"])
@@ -101,6 +102,43 @@ def test_bench_table_shows_gpu_training_rows():
     table = markdown(results)
     assert "cuda_sdxl_1024px" in table and "2.0 it/s, 11.2 GiB peak, MFU 41.0%" in table
     assert "≤ 12 GiB" in table
+
+
+def test_bench_table_shows_the_roofline_beside_each_ratio():
+    from oeuvre.bench import markdown
+
+    step = {"min": 1.0, "median": 1.0, "n": 3}
+    train_row = {
+        "plain_s_per_step": step,
+        "ours_s_per_step": step,
+        "speedup": {"median": 1.4},
+        "plain_peak_rss_mb": 1,
+        "ours_peak_rss_mb": 1,
+        "ours_fastest_exact_s": 2.3,
+        "ceiling_vs_plain": 2.65,
+        "plain_mfu": 0.64,
+        "ours_mfu": 0.53,
+    }
+    restyle_row = {
+        "plain_images_per_s": 0.04,
+        "ours_images_per_s": 0.045,
+        "ratio": {"median": 1.19},
+        "ours_fastest_exact_s": 79.1,
+        "ceiling_ratio": 1.32,
+        "plain_mfu": 0.76,
+        "ours_mfu": 0.9,
+    }
+    results = {
+        "quick": False,
+        "wall_s": 1.0,
+        "machine": {"platform": "linux", "cpu_count": 2, "versions": {"torch": "2"}},
+        "train": {"full_sd15_256px": train_row},
+        "restyle": {"goal_ratio": 1.5, "full_sd15_256px": restyle_row},
+    }
+    table = markdown(results)
+    assert "| 2.3 | 2.65× at most |" in table and "MFU plain / ours 64% / 53%" in table
+    assert "| 79.1 | 1.32× at most |" in table and "MFU plain / ours 76% / 90%" in table
+    assert "≥ 1.5×" in table
 
 
 def test_mfu_flops_leave_out_what_gradient_checkpointing_recomputes():

@@ -8,7 +8,8 @@ its own process so its peak memory is its own. `--script PATH` adds the real scr
 train/bench_script.py) to calibrate the plain loop against; `--compile` adds ours with train.compile;
 `--whole-run` times one whole `python -m train` (and the whole script) with peak RSS by phase.
 `--flops` also counts one step's FLOPs (forward and backward) with torch's FlopCounterMode, for MFU
-against the device's peak (train/flops.py). Prints one JSON object."""
+against the device's peak (oeuvre/flops.py; on CPU the machine's measured matmul peak), and the
+ceiling: ours' FLOPs at that peak, the fastest exact step, against each side. Prints one JSON object."""
 
 from __future__ import annotations
 
@@ -165,8 +166,8 @@ def measure(variant: str, spec: BenchSpec, paired: bool = False) -> dict:
         result["device_name"] = torch.cuda.get_device_name(device)
         result["peak_vram_gib"] = round(torch.cuda.max_memory_allocated(device) / GIB, 2)
         result["peak_vram_reserved_gib"] = round(torch.cuda.max_memory_reserved(device) / GIB, 2)
-    if spec.flops:
-        from train.flops import count_flops, mfu, peak_tflops
+    if spec.flops and variant != "compiled":  # the same FLOPs as ours; counting would retrace it
+        from oeuvre.flops import count_flops, mfu, peak_tflops
 
         # MFU counts the model's FLOPs, not the forward passes gradient checkpointing recomputes.
         if spec.gradient_checkpointing:
@@ -174,8 +175,14 @@ def measure(variant: str, spec: BenchSpec, paired: bool = False) -> dict:
         flops = count_flops(lambda: one_step(steps_total))
         if spec.gradient_checkpointing:
             parts.unet.enable_gradient_checkpointing()
-        peak = spec.peak_tflops or (peak_tflops(result["device_name"], spec.dtype) if cuda else None)
+        if spec.peak_tflops:
+            peak, source = spec.peak_tflops, "given"
+        elif cuda:
+            peak, source = peak_tflops(result["device_name"], spec.dtype), "data sheet"
+        else:  # measured by main once every side has exited: sides running at once would share the cores
+            peak, source = None, "measured fp32 matmul"
         result["flops_per_step"] = flops
+        result["peak_source"] = source
         result["achieved_tflops"] = round(flops / s_per_step / 1e12, 3)
         result["peak_tflops"] = peak
         result["mfu"] = mfu(flops, s_per_step, peak)
@@ -319,7 +326,11 @@ def main(argv=None) -> int:
         action="store_true",
         help="a third side: ours with train.compile=true (its compile apart)",
     )
-    parser.add_argument("--flops", action="store_true", help="count one step's FLOPs; MFU on a known GPU")
+    parser.add_argument(
+        "--flops",
+        action="store_true",
+        help="count one step's FLOPs; MFU (CPU: against its measured matmul peak)",
+    )
     parser.add_argument("--peak-tflops", type=float, default=None, help="the device's peak, for MFU")
     parser.add_argument("--ours-only", action="store_true", help="skip the plain reference loop")
     parser.add_argument("--sides", help="only these sides, comma-separated (script, plain, ours, compiled)")
@@ -404,6 +415,13 @@ def main(argv=None) -> int:
     for variant, variant_runs in runs.items():  # each side's quietest round, and every step timed
         best = min(variant_runs, key=lambda run: run["s_per_step"])
         results[variant] = {**best, "step_s": [t for run in variant_runs for t in run["step_s"]]}
+    if spec.flops and not on_gpu and not spec.peak_tflops:
+        from oeuvre.flops import measured_peak_tflops, mfu
+
+        peak = measured_peak_tflops()
+        for result in results.values():
+            if "flops_per_step" in result:
+                result.update(peak_tflops=peak, mfu=mfu(result["flops_per_step"], result["s_per_step"], peak))
     report = {
         "bench": "train_step",
         "base": f"{spec.arch}-{spec.size}",
@@ -420,6 +438,16 @@ def main(argv=None) -> int:
         report["compiled_speedup_vs_ours"] = round(
             results["ours"]["s_per_step"] / results["compiled"]["s_per_step"], 2
         )
+    if "flops_per_step" in results.get("ours", {}) and results["ours"]["peak_tflops"]:
+        from oeuvre.flops import fastest_exact_s
+
+        # The roofline: ours' counted FLOPs at the device's peak is the fastest exact step there is,
+        # so the sides' time over it is the most any exact change to ours could gain on them.
+        fastest = fastest_exact_s(results["ours"]["flops_per_step"], results["ours"]["peak_tflops"])
+        report["ours_fastest_exact_s"] = round(fastest, 3)
+        for side in ("plain", "script"):
+            if side in results:
+                report[f"ceiling_vs_{side}"] = round(results[side]["s_per_step"] / fastest, 2)
     if "script" in results:  # the calibration: how close the plain loop is to the script it stands for
         for side, key in (("plain", "plain_over_script"), ("ours", "ours_over_script")):
             if side in results:

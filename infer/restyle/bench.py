@@ -6,7 +6,9 @@ Same base, LoRA, images, size, steps, strength, guidance and seeds on both sides
 process so its peak memory (RSS; CUDA peak on GPU) is its own; a warm-up call is not timed. The tiny base
 always runs; --full adds the full-size SD 1.5 architecture (random weights) at 256 px; on a GPU, --gpu-size
 512 adds it at 512 px. Prints JSON with images/s, the ratio and peak memory, and how far the two sides'
-images differ (they should be the same pictures).
+images differ (they should be the same pictures). On CPU also the roofline: ours' FLOPs (counted by torch
+in the warm-up) at the machine's measured matmul peak, the fastest any exact restyle can run, and the
+plain pipeline's time over it (`ceiling_ratio`, the most any exact change to ours could reach).
 """
 
 from __future__ import annotations
@@ -144,7 +146,10 @@ def run_side(side: str, args: argparse.Namespace) -> dict:
         def restyle(batch_images, batch_seeds):
             return restyler(batch_images, batch_seeds, args.strength, args.scale)
 
-    restyle(images[:1], seeds[:1])  # warm-up: first-call allocations and kernel choice
+    from oeuvre.flops import count_flops
+
+    # Warm-up (first-call allocations and kernel choice), counting one image's FLOPs as it runs.
+    flops_per_image = count_flops(lambda: restyle(images[:1], seeds[:1]))
     times = []
     for _ in range(args.repeats):  # the median of a few timings: the machine may be shared
         if device.startswith("cuda"):
@@ -161,6 +166,7 @@ def run_side(side: str, args: argparse.Namespace) -> dict:
         "repeat_s": [round(t, 4) for t in times],
         "images_per_s": args.images / seconds,
         "device": device,
+        "flops_per_image": flops_per_image,
         **peak_memory_mb(device),
     }
 
@@ -194,6 +200,22 @@ def compare(label: str, base: Path, lora: Path, size: int, args: argparse.Namesp
         if side not in sides or result["images_per_s"] > sides[side]["images_per_s"]:
             sides[side] = result
     plain, ours = (np.load(work / f"{side}.npy").astype(np.int16) for side in ("plain", "ours"))
+    ceiling = {}
+    if sides["ours"]["device"] == "cpu" and size > 128:  # the roofline, at full size on CPU
+        from oeuvre.flops import fastest_exact_s, measured_peak_tflops
+
+        # This machine's matmul rate (measured here, with no side running) is the ceiling for the
+        # counted FLOPs: ours' FLOPs at that rate is the fastest any exact restyle can run.
+        peak = measured_peak_tflops()
+        fastest = {
+            side: fastest_exact_s(sides[side]["flops_per_image"] * args.images, peak) for side in sides
+        }
+        ceiling = {
+            "peak_tflops": round(peak, 4),
+            "ours_fastest_exact_s": round(fastest["ours"], 2),
+            "ceiling_ratio": round(sides["plain"]["seconds"] / fastest["ours"], 2),
+            **{f"{side}_mfu": round(fastest[side] / sides[side]["seconds"], 3) for side in sides},
+        }
     return {
         "size_px": size,
         "images": args.images,
@@ -206,6 +228,7 @@ def compare(label: str, base: Path, lora: Path, size: int, args: argparse.Namesp
         "ours": sides["ours"],
         "ratio": sides["ours"]["images_per_s"] / sides["plain"]["images_per_s"],
         "mean_abs_pixel_diff": float(np.abs(plain - ours).mean()),
+        **ceiling,
     }
 
 

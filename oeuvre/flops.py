@@ -4,6 +4,9 @@ FLOPs come from `torch.utils.flop_counter.FlopCounterMode` running one real step
 backward), so they are what the step executes (matmuls, convolutions, attention), not an estimate
 from parameter counts. The peak is the device's dense tensor-core figure for the dtype from its data
 sheet; for a device not in the table pass `--peak-tflops`, or MFU is left out (None) and says why.
+On a CPU the peak is measured instead (`measured_peak_tflops`): a shared VM's cores have no data
+sheet figure one can trust, and its best dense matmul rate is the ceiling the step's convolutions and
+matmuls (the FLOPs counted) can reach.
 """
 
 from __future__ import annotations
@@ -40,6 +43,32 @@ def peak_tflops(device_name: str, dtype: str) -> float | None:
         if key.lower() in device_name.lower():
             return peaks.get(dtype)
     return None
+
+
+def measured_peak_tflops(size: int = 4096, repeats: int = 3) -> float:
+    """This CPU's dense fp32 rate at the current thread count: the best of `repeats` square matmuls
+    (TFLOPS). oneDNN's convolutions reach it too (139-162 GFLOPS against 149 on the 2-core VM), so a
+    model's counted FLOPs over it are the fastest any exact fp32 computation of that model can run."""
+    import time
+
+    import torch
+
+    left, right = torch.randn(size, size), torch.randn(size, size)
+    best = float("inf")
+    with torch.inference_mode():
+        left @ right  # the first call picks the kernel and touches the memory
+        for _ in range(repeats):
+            start = time.perf_counter()
+            left @ right
+            best = min(best, time.perf_counter() - start)
+    return 2 * size**3 / best / 1e12
+
+
+def fastest_exact_s(flops: int, peak_tflops: float) -> float:
+    """The roofline: the least time `flops` (matmuls, convolutions, attention, as counted) can take at
+    the peak rate. The memory-bound rest (norms, activations, copies) only adds to it, so a side's
+    time over it is the most any exact change could speed that side up, on that device."""
+    return flops / (peak_tflops * 1e12)
 
 
 def mfu(flops_per_step: int, seconds_per_step: float, peak: float | None) -> float | None:
