@@ -110,7 +110,7 @@ def bench_train(repeats: int, quick: bool, script: str | None = None) -> dict:
             "compiled_s_per_step": spread(compiled),
             "compiled_warmup_s": run["compiled_warmup_s"],  # the compile happens in these steps
             "compiled_speedup": round(statistics.median(ours) / statistics.median(compiled), 2),
-            # the roofline (train/bench.py): ours' counted FLOPs at the measured matmul peak
+            # the roofline (train/bench.py): ours' counted FLOPs at the measured fp32 peak
             "ours_fastest_exact_s": run.get("ours_fastest_exact_s"),
             "ceiling_vs_plain": run.get("ceiling_vs_plain"),
             "plain_mfu": run.get("plain_mfu"),
@@ -323,7 +323,7 @@ def train_step_lines(label: str, row: dict) -> list[str]:
         ]
     if row.get("ceiling_vs_plain"):
         lines.append(
-            f"| train step, {label}: ceiling, ours' counted FLOPs at the measured matmul peak (s/step; "
+            f"| train step, {label}: ceiling, ours' counted FLOPs at the measured fp32 peak (s/step; "
             f"MFU plain / ours {row['plain_mfu']:.0%} / {row['ours_mfu']:.0%}) | | "
             f"{row['ours_fastest_exact_s']} | {row['ceiling_vs_plain']}× at most | |"
         )
@@ -390,7 +390,7 @@ def markdown(results: dict) -> str:
             )
             if "ceiling_ratio" in row:  # the roofline: how far any exact change could take the ratio
                 lines.append(
-                    f"| restyle, {label}: ceiling, ours' counted FLOPs at the measured matmul peak (s for "
+                    f"| restyle, {label}: ceiling, ours' counted FLOPs at the measured fp32 peak (s for "
                     f"the images; MFU plain / ours {row['plain_mfu']:.0%} / {row['ours_mfu']:.0%}) | | "
                     f"{row['ours_fastest_exact_s']} | {row['ceiling_ratio']}× at most | |"
                 )

@@ -8,7 +8,7 @@ its own process so its peak memory is its own. `--script PATH` adds the real scr
 train/bench_script.py) to calibrate the plain loop against; `--compile` adds ours with train.compile;
 `--whole-run` times one whole `python -m train` (and the whole script) with peak RSS by phase.
 `--flops` also counts one step's FLOPs (forward and backward) with torch's FlopCounterMode, for MFU
-against the device's peak (oeuvre/flops.py; on CPU the machine's measured matmul peak), and the
+against the device's peak (oeuvre/flops.py; on CPU the machine's measured fp32 peak), and the
 ceiling: ours' FLOPs at that peak, the fastest exact step, against each side. Prints one JSON object."""
 
 from __future__ import annotations
@@ -180,7 +180,7 @@ def measure(variant: str, spec: BenchSpec, paired: bool = False) -> dict:
         elif cuda:
             peak, source = peak_tflops(result["device_name"], spec.dtype), "data sheet"
         else:  # measured by main once every side has exited: sides running at once would share the cores
-            peak, source = None, "measured fp32 matmul"
+            peak, source = None, "measured fp32 matmul and conv"
         result["flops_per_step"] = flops
         result["peak_source"] = source
         result["achieved_tflops"] = round(flops / s_per_step / 1e12, 3)
@@ -329,7 +329,7 @@ def main(argv=None) -> int:
     parser.add_argument(
         "--flops",
         action="store_true",
-        help="count one step's FLOPs; MFU (CPU: against its measured matmul peak)",
+        help="count one step's FLOPs; MFU (CPU: against its measured fp32 peak)",
     )
     parser.add_argument("--peak-tflops", type=float, default=None, help="the device's peak, for MFU")
     parser.add_argument("--ours-only", action="store_true", help="skip the plain reference loop")

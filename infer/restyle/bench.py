@@ -7,7 +7,7 @@ process so its peak memory (RSS; CUDA peak on GPU) is its own; a warm-up call is
 always runs; --full adds the full-size SD 1.5 architecture (random weights) at 256 px; on a GPU, --gpu-size
 512 adds it at 512 px. Prints JSON with images/s, the ratio and peak memory, and how far the two sides'
 images differ (they should be the same pictures). On CPU also the roofline: ours' FLOPs (counted by torch
-in the warm-up) at the machine's measured matmul peak, the fastest any exact restyle can run, and the
+in the warm-up) at the machine's measured fp32 peak, the fastest any exact restyle can run, and the
 plain pipeline's time over it (`ceiling_ratio`, the most any exact change to ours could reach).
 """
 
@@ -204,7 +204,7 @@ def compare(label: str, base: Path, lora: Path, size: int, args: argparse.Namesp
     if sides["ours"]["device"] == "cpu" and size > 128:  # the roofline, at full size on CPU
         from oeuvre.flops import fastest_exact_s, measured_peak_tflops
 
-        # This machine's matmul rate (measured here, with no side running) is the ceiling for the
+        # This machine's fp32 rate (measured here, with no side running) is the ceiling for the
         # counted FLOPs: ours' FLOPs at that rate is the fastest any exact restyle can run.
         peak = measured_peak_tflops()
         fastest = {
