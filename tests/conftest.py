@@ -11,6 +11,10 @@ import pytest
 
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# The suite's models are tiny: on 2 cores one thread per process runs their few hundred small operators
+# faster than two threads handing each one over (bench/README.md, "Threads"), and the two-process tests
+# no longer put four threads on two cores. Set before torch loads; a caller's own setting wins.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 REPO = Path(__file__).resolve().parents[1]
 
