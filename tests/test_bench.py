@@ -104,9 +104,15 @@ def test_bench_table_shows_gpu_training_rows():
     assert "≤ 12 GiB" in table
 
 
-def test_bench_table_shows_the_roofline_beside_each_ratio():
+def bench_table(**sections) -> str:
+    """RESULTS.md for hand-made bench sections, on a made-up 2-CPU machine."""
     from oeuvre.bench import markdown
 
+    machine = {"platform": "linux", "cpu_count": 2, "versions": {"torch": "2"}}
+    return markdown({"quick": False, "wall_s": 1.0, "machine": machine, **sections})
+
+
+def test_bench_table_shows_the_roofline_beside_each_ratio():
     step = {"min": 1.0, "median": 1.0, "n": 3}
     train_row = {
         "plain_s_per_step": step,
@@ -128,14 +134,9 @@ def test_bench_table_shows_the_roofline_beside_each_ratio():
         "plain_mfu": 0.76,
         "ours_mfu": 0.9,
     }
-    results = {
-        "quick": False,
-        "wall_s": 1.0,
-        "machine": {"platform": "linux", "cpu_count": 2, "versions": {"torch": "2"}},
-        "train": {"full_sd15_256px": train_row},
-        "restyle": {"goal_ratio": 1.5, "full_sd15_256px": restyle_row},
-    }
-    table = markdown(results)
+    table = bench_table(
+        train={"full_sd15_256px": train_row}, restyle={"goal_ratio": 1.5, "full_sd15_256px": restyle_row}
+    )
     assert "| 2.3 | 2.65× at most |" in table and "MFU plain / ours 64% / 53%" in table
     assert "| 79.1 | 1.32× at most |" in table and "MFU plain / ours 76% / 90%" in table
     assert "≥ 1.5×" in table
@@ -160,8 +161,6 @@ def test_paired_training_bench_alternates_two_live_processes():
 
 
 def test_bench_table_says_each_training_ratio_against_what():
-    from oeuvre.bench import markdown
-
     spread = {"min": 1.0, "median": 2.0, "n": 3}
     full = {
         "plain_s_per_step": spread,
@@ -186,13 +185,9 @@ def test_bench_table_says_each_training_ratio_against_what():
         "ours": {"phases": phases, "wall_s": 80.0, "peak_rss_mb": 5100, "process_s": 85.0},
         "script": {"process_s": 40.0, "peak_rss_mb": 5200},
     }
-    results = {
-        "quick": False,
-        "wall_s": 1.0,
-        "machine": {"platform": "linux", "cpu_count": 2, "versions": {"torch": "2"}},
-        "train": {"goal_speedup": 1.5, "full_sd15_256px": full, "whole_run_full_sd15_256px": whole},
-    }
-    table = markdown(results)
+    table = bench_table(
+        train={"goal_speedup": 1.5, "full_sd15_256px": full, "whole_run_full_sd15_256px": whole}
+    )
     assert "the plain loop against diffusers' script (calibration" in table and "1.02×" in table
     assert "ours against diffusers' script" in table and "2.1×" in table
     assert "ours against the plain loop" in table

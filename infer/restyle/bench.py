@@ -202,19 +202,18 @@ def compare(label: str, base: Path, lora: Path, size: int, args: argparse.Namesp
     plain, ours = (np.load(work / f"{side}.npy").astype(np.int16) for side in ("plain", "ours"))
     ceiling = {}
     if sides["ours"]["device"] == "cpu" and size > 128:  # the roofline, at full size on CPU
-        from oeuvre.flops import fastest_exact_s, measured_peak_tflops
+        from oeuvre.flops import fastest_exact_s, measured_peak_tflops, mfu
 
         # This machine's fp32 rate (measured here, with no side running) is the ceiling for the
         # counted FLOPs: ours' FLOPs at that rate is the fastest any exact restyle can run.
         peak = measured_peak_tflops()
-        fastest = {
-            side: fastest_exact_s(sides[side]["flops_per_image"] * args.images, peak) for side in sides
-        }
+        flops = {side: sides[side]["flops_per_image"] * args.images for side in sides}
+        fastest = fastest_exact_s(flops["ours"], peak)
         ceiling = {
             "peak_tflops": round(peak, 4),
-            "ours_fastest_exact_s": round(fastest["ours"], 2),
-            "ceiling_ratio": round(sides["plain"]["seconds"] / fastest["ours"], 2),
-            **{f"{side}_mfu": round(fastest[side] / sides[side]["seconds"], 3) for side in sides},
+            "ours_fastest_exact_s": round(fastest, 2),
+            "ceiling_ratio": round(sides["plain"]["seconds"] / fastest, 2),
+            **{f"{side}_mfu": round(mfu(flops[side], sides[side]["seconds"], peak), 3) for side in sides},
         }
     return {
         "size_px": size,
