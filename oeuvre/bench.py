@@ -188,6 +188,21 @@ def bench_restyle(repeats: int, full: bool) -> dict:
                 if k in row
             },
         }
+        if "ours_cutoff" in row:  # --guidance-cutoff: faster, not exact; its distance from plain's pictures
+            cutoff = row["ours_cutoff"]
+            cut_ratios = [
+                p / o for p, o in zip(plain.get("repeat_s", []), cutoff.get("repeat_s", []), strict=False)
+            ]
+            results[label]["cutoff"] = {
+                "guidance_cutoff": row["guidance_cutoff"],
+                "images_per_s": round(cutoff["images_per_s"], 3),
+                "ratio": spread(cut_ratios)
+                if len(cut_ratios) > 1
+                else {"median": round(row["cutoff_ratio"], 3)},
+                **{k.removeprefix("cutoff_"): row[k] for k in row if k.startswith("cutoff_") and "diff" in k},
+                "psnr_db": row["cutoff_psnr_db"],
+                "mean_abs_pixel_diff_exact": round(row["mean_abs_pixel_diff"], 4),
+            }
     return {"goal_ratio": 1.5, **results}
 
 
@@ -397,6 +412,15 @@ def markdown(results: dict) -> str:
                     f"| restyle, {label}: ceiling, ours' counted FLOPs at the measured fp32 peak (s for "
                     f"the images; MFU plain / ours {row['plain_mfu']:.0%} / {row['ours_mfu']:.0%}) | | "
                     f"{row['ours_fastest_exact_s']} | {row['ceiling_ratio']}× at most | |"
+                )
+            if "cutoff" in row:  # not exact: the tolerance goes beside the ratio
+                cut = row["cutoff"]
+                lines.append(
+                    f"| restyle, {label}, --guidance-cutoff {cut['guidance_cutoff']:g} (not exact: "
+                    f"{cut['mean_abs_pixel_diff']} mean / {cut['p99_abs_pixel_diff']:g} p99 abs pixel diff "
+                    f"from plain's, PSNR {cut['psnr_db']} dB) | {row['plain_images_per_s']} | "
+                    f"{cut['images_per_s']} | {cut['ratio'].get('min', '–')} / {cut['ratio']['median']}× | "
+                    "≥ 1.5× |"
                 )
     lines += curation_lines(results["curation"]) if "curation" in results else []
     if "recommend" in results:

@@ -172,6 +172,9 @@ class InferConfig:
     lora_scale: float
     steps: int = rule(gt=0)
     guidance: float = rule(ge=0)
+    # Fraction of the denoising steps run with classifier-free guidance; the rest run the prompted half
+    # only (half the UNet work). 1.0: every step, exact. Below it an approximation, see bench/README.md.
+    guidance_cutoff: float = rule(gt=0, le=1)
     size_px: int = rule(gt=0, multiple_of=8)
     num_images: int = rule(gt=0)
     batch_size: int = rule(gt=0)

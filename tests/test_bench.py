@@ -39,11 +39,15 @@ def test_quick_bench_writes_parseable_results(tmp_path):
     results = json.loads((tmp_path / "bench/results.json").read_text())
     assert results["train"]["tiny_sd15_64px"]["speedup"]["median"] > 0
     assert results["restyle"]["tiny_sd15_64px"]["ratio"]["median"] > 0
+    sdxl = results["restyle"]["tiny_sdxl_64px"]
+    assert sdxl["ratio"]["median"] > 0 and sdxl["cutoff"]["ratio"]["median"] > 0
+    assert sdxl["cutoff"]["mean_abs_pixel_diff"] > 0  # the approximation's distance is measured, not 0
     assert results["curation"]["curation_images_per_s"]["median"] > 0
     assert set(results["curation"]["near_duplicate_search_s"]) == {"1000", "10000", "100000"}
     assert results["machine"]["versions"]["torch"]
     table = (tmp_path / "bench/RESULTS.md").read_text()
     assert "train step, tiny_sd15_64px" in table and "restyle, tiny_sd15_64px" in table
+    assert "restyle, tiny_sdxl_64px, --guidance-cutoff 0.4 (not exact" in table
 
 
 def test_flop_count_matches_a_matmul_and_mfu_uses_the_device_peak():
@@ -133,6 +137,15 @@ def test_bench_table_shows_the_roofline_beside_each_ratio():
         "ceiling_ratio": 1.32,
         "plain_mfu": 0.76,
         "ours_mfu": 0.9,
+        "cutoff": {
+            "guidance_cutoff": 0.4,
+            "images_per_s": 0.061,
+            "ratio": {"median": 1.52},
+            "mean_abs_pixel_diff": 2.5,
+            "p99_abs_pixel_diff": 11.0,
+            "psnr_db": 36.1,
+            "mean_abs_pixel_diff_exact": 0.0003,
+        },
     }
     table = bench_table(
         train={"full_sd15_256px": train_row}, restyle={"goal_ratio": 1.5, "full_sd15_256px": restyle_row}
@@ -140,6 +153,9 @@ def test_bench_table_shows_the_roofline_beside_each_ratio():
     assert "| 2.3 | 2.65× at most |" in table and "MFU plain / ours 64% / 53%" in table
     assert "| 79.1 | 1.32× at most |" in table and "MFU plain / ours 76% / 90%" in table
     assert "≥ 1.5×" in table
+    tolerance = "(not exact: 2.5 mean / 11 p99 abs pixel diff from plain's, PSNR 36.1 dB)"
+    assert f"--guidance-cutoff 0.4 {tolerance}" in table
+    assert "| 0.04 | 0.061 | – / 1.52× | ≥ 1.5× |" in table
 
 
 def test_mfu_flops_leave_out_what_gradient_checkpointing_recomputes():

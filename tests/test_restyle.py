@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import shutil
 
 import numpy as np
@@ -236,6 +237,37 @@ def _one_line_error(capsys, *args, code=2) -> str:
     return lines[0]
 
 
+@pytest.mark.parametrize("arch", ["sd15", "sdxl"])
+def test_guidance_cutoff_halves_the_unet_batch_after_its_steps(
+    capsys, tmp_path, photos, tiny_bases, tiny_loras, monkeypatch, arch
+):
+    from diffusers import UNet2DConditionModel
+
+    batches: list[int] = []
+    forward = UNet2DConditionModel.forward
+
+    def counting_forward(self, sample, *args, **kwargs):
+        batches.append(sample.shape[0])
+        return forward(self, sample, *args, **kwargs)
+
+    monkeypatch.setattr(UNet2DConditionModel, "forward", counting_forward)
+    common = [photos / "harbour.png", "--lora", tiny_loras[arch], "--base", tiny_bases[arch], "--size", "64"]
+    common += ["--steps", "8", "--strength", "1", "--guidance", "5", "--device", "cpu"]
+    outputs = {}
+    for cutoff in ("1", "0.5"):
+        batches.clear()
+        code, _, err = restyle(capsys, *common, "--guidance-cutoff", cutoff, "--out", tmp_path / cutoff)
+        assert code == 0, err
+        png = next((tmp_path / cutoff).glob("*.png"))
+        outputs[cutoff] = (pixels(png), parse_parameters(read_parameters(png)), list(batches))
+    exact, cut = outputs["1"], outputs["0.5"]
+    steps = len(exact[2])
+    assert exact[2] == [2] * steps  # guided: unconditional and prompted rows every step
+    assert cut[2] == [2] * math.ceil(steps / 2) + [1] * (steps - math.ceil(steps / 2))
+    assert "CFG cutoff" not in exact[1] and cut[1]["CFG cutoff"] == "0.5"
+    assert np.abs(exact[0] - cut[0]).mean() > 0  # not exact: the unguided steps follow the prompt alone
+
+
 def test_missing_input_is_a_one_line_error(capsys, tmp_path, tiny_loras):
     err = _one_line_error(
         capsys, tmp_path / "nope.jpg", "--lora", tiny_loras["sd15"], *FAST, "--out", tmp_path
@@ -260,6 +292,8 @@ def test_non_image_among_good_ones_is_reported_and_the_rest_restyled(capsys, tmp
         (["--strength", "1.5"], "--strength 1.5"),
         (["--scale", "-0.5"], "--scale -0.5: expected a LoRA scale >= 0"),
         (["--sweep", "strength=0.5,1.2"], "--strength 1.2"),
+        (["--guidance-cutoff", "0"], "--guidance-cutoff 0: expected a fraction of the denoising steps"),
+        (["--guidance-cutoff", "0.5", "--control", "canny"], "works with plain img2img only"),
     ],
 )
 def test_out_of_range_settings_are_one_line_errors(capsys, tmp_path, photos, tiny_loras, flags, needle):

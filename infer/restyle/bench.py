@@ -9,6 +9,9 @@ always runs; --full adds the full-size SD 1.5 architecture (random weights) at 2
 images differ (they should be the same pictures). On CPU also the roofline: ours' FLOPs (counted by torch
 in the warm-up) at the machine's measured fp32 peak, the fastest any exact restyle can run, and the
 plain pipeline's time over it (`ceiling_ratio`, the most any exact change to ours could reach).
+A third side, `ours_cutoff`, is ours with `--guidance-cutoff` (default 0.4, the fraction diffusers' dynamic
+classifier-free guidance example uses): not exact, so it reports its own pixel difference from the plain
+pipeline's pictures beside its ratio. The tiny SDXL base runs too, each side as for SD 1.5.
 """
 
 from __future__ import annotations
@@ -95,11 +98,11 @@ def run_side(side: str, args: argparse.Namespace) -> dict:
     common = dict(strength=args.strength, num_inference_steps=args.steps, guidance_scale=args.guidance)
 
     if side == "plain":
-        from diffusers import StableDiffusionImg2ImgPipeline
+        from diffusers import StableDiffusionImg2ImgPipeline, StableDiffusionXLImg2ImgPipeline
 
-        pipe = StableDiffusionImg2ImgPipeline.from_pretrained(
-            args.base, torch_dtype=dtype, safety_checker=None, requires_safety_checker=False
-        )
+        cls = StableDiffusionXLImg2ImgPipeline if args.arch == "sdxl" else StableDiffusionImg2ImgPipeline
+        no_checker = {} if args.arch == "sdxl" else {"safety_checker": None, "requires_safety_checker": False}
+        pipe = cls.from_pretrained(args.base, torch_dtype=dtype, **no_checker)
         pipe.load_lora_weights(args.lora, adapter_name="style")
         pipe.to(device)
         pipe.set_progress_bar_config(disable=True)
@@ -132,6 +135,7 @@ def run_side(side: str, args: argparse.Namespace) -> dict:
             sweep=False,
             steps=args.steps,
             guidance=args.guidance,
+            guidance_cutoff=args.guidance_cutoff if side == "ours_cutoff" else 1.0,
             seeds=tuple(seeds),
             size_px=args.size,
             keep_size=False,
@@ -171,24 +175,21 @@ def run_side(side: str, args: argparse.Namespace) -> dict:
     }
 
 
-def compare(label: str, base: Path, lora: Path, size: int, args: argparse.Namespace, work: Path) -> dict:
+def compare(
+    label: str, base: Path, lora: Path, size: int, args: argparse.Namespace, work: Path, arch: str = "sd15"
+) -> dict:
     import numpy as np
 
+    names = ["plain", "ours"] + (["ours_cutoff"] if args.guidance_cutoff < 1 else [])
     sides: dict[str, dict] = {}
-    # Alternate the sides over rounds and keep each side's best: on a shared machine the load changes
+    # Rotate the sides' order over rounds and keep each side's best: on a shared machine the load changes
     # from minute to minute, and a fixed order would hand one side all the quiet moments.
-    order = [("plain", "ours") if r % 2 == 0 else ("ours", "plain") for r in range(args.rounds)]
-    for side in (side for pair in order for side in pair):
+    order = [names[r % len(names) :] + names[: r % len(names)] for r in range(args.rounds)]
+    for side in (side for sides_in_order in order for side in sides_in_order):
         command = [sys.executable, "-m", "infer.restyle.bench", "--side", side, "--base", str(base)]
         command += ["--lora", str(lora), "--size", str(size), "--out", str(work), "--device", args.device]
-        command += [
-            "--images",
-            str(args.images),
-            "--steps",
-            str(args.steps),
-            "--strength",
-            str(args.strength),
-        ]
+        command += ["--arch", arch, "--images", str(args.images), "--steps", str(args.steps)]
+        command += ["--strength", str(args.strength), "--guidance-cutoff", str(args.guidance_cutoff)]
         command += ["--scale", str(args.scale), "--guidance", str(args.guidance)]
         command += ["--repeats", str(args.repeats if size <= 128 else 1)]
         done = subprocess.run(
@@ -199,7 +200,7 @@ def compare(label: str, base: Path, lora: Path, size: int, args: argparse.Namesp
         result = json.loads(done.stdout.strip().splitlines()[-1])
         if side not in sides or result["images_per_s"] > sides[side]["images_per_s"]:
             sides[side] = result
-    plain, ours = (np.load(work / f"{side}.npy").astype(np.int16) for side in ("plain", "ours"))
+    pictures = {side: np.load(work / f"{side}.npy").astype(np.int16) for side in sides}
     ceiling = {}
     if sides["ours"]["device"] == "cpu" and size > 128:  # the roofline, at full size on CPU
         from oeuvre.flops import fastest_exact_s, measured_peak_tflops, mfu
@@ -215,7 +216,16 @@ def compare(label: str, base: Path, lora: Path, size: int, args: argparse.Namesp
             "ceiling_ratio": round(sides["plain"]["seconds"] / fastest, 2),
             **{f"{side}_mfu": round(mfu(flops[side], sides[side]["seconds"], peak), 3) for side in sides},
         }
+    cutoff = {}
+    if "ours_cutoff" in sides:  # not exact: its ratio comes with how far its pictures are from plain's
+        cutoff = {
+            "guidance_cutoff": args.guidance_cutoff,
+            "ours_cutoff": sides["ours_cutoff"],
+            "cutoff_ratio": sides["ours_cutoff"]["images_per_s"] / sides["plain"]["images_per_s"],
+            **picture_difference(pictures["plain"], pictures["ours_cutoff"], "cutoff_"),
+        }
     return {
+        "arch": arch,
         "size_px": size,
         "images": args.images,
         "steps": args.steps,
@@ -226,8 +236,23 @@ def compare(label: str, base: Path, lora: Path, size: int, args: argparse.Namesp
         "plain_diffusers_unfused": sides["plain"],
         "ours": sides["ours"],
         "ratio": sides["ours"]["images_per_s"] / sides["plain"]["images_per_s"],
-        "mean_abs_pixel_diff": float(np.abs(plain - ours).mean()),
+        "mean_abs_pixel_diff": float(np.abs(pictures["plain"] - pictures["ours"]).mean()),
         **ceiling,
+        **cutoff,
+    }
+
+
+def picture_difference(reference, pictures, prefix: str) -> dict:
+    """How far `pictures` are from `reference` (uint8 arrays as int16): the mean and the 99th percentile
+    of the absolute pixel difference (0-255) and the PSNR (dB)."""
+    import numpy as np
+
+    difference = np.abs(reference - pictures)
+    mse = float((difference.astype(np.float64) ** 2).mean())
+    return {
+        f"{prefix}mean_abs_pixel_diff": round(float(difference.mean()), 3),
+        f"{prefix}p99_abs_pixel_diff": float(np.percentile(difference, 99)),
+        f"{prefix}psnr_db": round(10 * np.log10(255**2 / mse), 2) if mse else float("inf"),
     }
 
 
@@ -242,12 +267,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--strength", type=float, default=0.6)
     parser.add_argument("--scale", type=float, default=0.8)
     parser.add_argument("--guidance", type=float, default=7.0)
+    parser.add_argument(
+        "--guidance-cutoff",
+        type=float,
+        default=0.4,
+        help="the ours_cutoff side's --guidance-cutoff (1: no such side)",
+    )
     parser.add_argument("--device", default="auto")
     parser.add_argument("--repeats", type=int, default=5, help="timed repeats on the tiny base (median)")
     parser.add_argument("--rounds", type=int, default=2, help="runs of each side, alternating (best kept)")
     parser.add_argument("--json", type=Path, help="also write the results here")
     # internal: one side in a child process
-    parser.add_argument("--side", choices=["plain", "ours"], help=argparse.SUPPRESS)
+    parser.add_argument("--side", choices=["plain", "ours", "ours_cutoff"], help=argparse.SUPPRESS)
+    parser.add_argument("--arch", choices=["sd15", "sdxl"], default="sd15", help=argparse.SUPPRESS)
     parser.add_argument("--base", help=argparse.SUPPRESS)
     parser.add_argument("--lora", help=argparse.SUPPRESS)
     parser.add_argument("--size", type=int, default=64, help=argparse.SUPPRESS)
@@ -265,15 +297,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     results = {}
     with tempfile.TemporaryDirectory(prefix="oeuvre-bench-") as tmp:
         work = Path(tmp)
-        runs = [("tiny_sd15_64px", "tiny", 64)]
+        runs = [("tiny_sd15_64px", "sd15", "tiny", 64), ("tiny_sdxl_64px", "sdxl", "tiny", 64)]
         if args.full or on_gpu:
-            runs.append(
-                (f"full_sd15_{args.gpu_size if on_gpu else 256}px", "full", args.gpu_size if on_gpu else 256)
-            )
-        for label, size_name, size in runs:
-            base = write_tiny_base(work / f"base-{size_name}", "sd15", size_name, seed=0)
-            lora = make_lora(base, work / f"lora-{size_name}.safetensors")
-            results[label] = compare(label, base, lora, size, args, work)
+            size = args.gpu_size if on_gpu else 256
+            runs.append((f"full_sd15_{size}px", "sd15", "full", size))
+        for label, arch, size_name, size in runs:
+            base = write_tiny_base(work / f"base-{arch}-{size_name}", arch, size_name, seed=0)
+            lora = make_lora(base, work / f"lora-{arch}-{size_name}.safetensors")
+            results[label] = compare(label, base, lora, size, args, work, arch)
             print(f"{label}: ratio {results[label]['ratio']:.2f}x", file=sys.stderr)
     text = json.dumps(results, indent=2)
     print(text)

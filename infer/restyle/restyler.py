@@ -235,15 +235,28 @@ class Restyler:
             embeds.update(self._control_kwargs(controls, control_weights))
         # CPU generators: the same seed gives the same noise on any device and in any process.
         generators = [torch.Generator("cpu").manual_seed(seed) for seed in seeds]
+        steps = steps_for_one_denoise(self.settings.steps, strength)
+        embeds.update(self._cutoff_kwargs())
         with torch.inference_mode():
             return self.pipe(
                 image=images,
                 strength=strength,
-                num_inference_steps=steps_for_one_denoise(self.settings.steps, strength),
+                num_inference_steps=steps,
                 guidance_scale=self.settings.guidance,
                 generator=generators,
                 **embeds,
             ).images
+
+    def _cutoff_kwargs(self) -> dict:
+        """--guidance-cutoff below 1: the step-end callback that stops guidance after the guided steps."""
+        s = self.settings
+        if s.guidance <= 1 or s.guidance_cutoff >= 1:
+            return {}
+        inputs = ["prompt_embeds"] + (["add_text_embeds", "add_time_ids"] if self.arch == "sdxl" else [])
+        return {
+            "callback_on_step_end": GuidanceCutoff(s.guidance_cutoff),
+            "callback_on_step_end_tensor_inputs": inputs,
+        }
 
     def _control_kwargs(self, controls: list[list] | None, weights: tuple[float, ...]) -> dict:
         s = self.settings
@@ -259,6 +272,27 @@ class Restyler:
             "control_guidance_start": s.control_start,
             "control_guidance_end": s.control_end,
         }
+
+
+def guided_steps(denoising_steps: int, cutoff: float) -> int:
+    """How many of the denoising steps keep classifier-free guidance: at least one."""
+    return max(1, math.ceil(denoising_steps * cutoff - 1e-9))
+
+
+class GuidanceCutoff:
+    """diffusers' dynamic classifier-free guidance: after the first `cutoff` of the run's denoising
+    steps (`guided_steps`), set the pipeline's guidance scale to 0 (its `do_classifier_free_guidance`
+    turns false) and keep only the prompted half of the conditioning, so every later UNet call runs on
+    half the batch. Not exact: the later steps follow the prompt's prediction alone, unguided."""
+
+    def __init__(self, cutoff: float):
+        self.cutoff = cutoff
+
+    def __call__(self, pipe, step_index: int, timestep, tensors: dict) -> dict:
+        if step_index + 1 == guided_steps(pipe.num_timesteps, self.cutoff):
+            pipe._guidance_scale = 0.0  # the pipeline sets it afresh on its next call
+            tensors = {key: value.chunk(2)[-1] for key, value in tensors.items()}
+        return tensors
 
 
 def _batch_tensor(images: list):

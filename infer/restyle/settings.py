@@ -27,6 +27,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--scale", type=float, help="LoRA scale, >= 0")
     parser.add_argument("--steps", type=int, help="inference steps (img2img runs about steps x strength)")
     parser.add_argument("--guidance", type=float, help="classifier-free guidance scale")
+    parser.add_argument(
+        "--guidance-cutoff",
+        type=float,
+        help="fraction of the denoising steps with guidance, in (0, 1]; the rest run at half the cost "
+        "(not exact below 1)",
+    )
     parser.add_argument("--seed", type=int, help="first seed; --num N uses seed .. seed+N-1")
     parser.add_argument("--num", type=int, help="images per input (one per seed)")
     parser.add_argument("--prompt", help="default: the LoRA's trigger caption")
@@ -93,6 +99,7 @@ class Settings:
     canny_high: int = 200
     depth_model: str | None = None
     save_control: bool = False
+    guidance_cutoff: float = 1.0  # fraction of the denoising steps with guidance (restyler.py)
 
     def control_weightings(self) -> list[tuple[tuple[str, float], ...]]:
         """Each job's ((kind, weight), ...): one per --sweep control value, else the flags' weights."""
@@ -176,6 +183,8 @@ def resolve_settings(args: argparse.Namespace) -> Settings:
     _check("--steps", steps, steps > 0, "a positive number of steps")
     guidance = pick(args.guidance, infer.guidance)
     _check("--guidance", guidance, guidance >= 0, "a guidance scale >= 0")
+    cutoff = pick(getattr(args, "guidance_cutoff", None), infer.guidance_cutoff)
+    _check("--guidance-cutoff", cutoff, 0 < cutoff <= 1, "a fraction of the denoising steps in (0, 1]")
     num = pick(args.num, infer.num_images)
     _check("--num", num, num > 0, "at least one image per input")
     size = pick(args.size, infer.size_px)
@@ -190,6 +199,13 @@ def resolve_settings(args: argparse.Namespace) -> Settings:
     controls = resolve_controls(args, infer.control, str(base))
     if "control" in sweep and not controls["controls"]:
         raise InputError("--sweep control=...: sweeps the --control weights; pass --control canny|depth")
+    if cutoff < 1 and (controls["controls"] or getattr(args, "ip_adapter", None)):
+        # Those pipelines hold an unguided half of their own (control images, IP-Adapter embeddings)
+        # that diffusers' step-end callback does not expose everywhere (IP-Adapter's nowhere).
+        raise InputError(
+            f"--guidance-cutoff {cutoff:g}: works with plain img2img only, not with --control or "
+            "--ip-adapter; expected 1.0 there"
+        )
     return Settings(
         base_model=str(base),
         lora_file=lora_file,
@@ -202,6 +218,7 @@ def resolve_settings(args: argparse.Namespace) -> Settings:
         sweep=bool(sweep),
         steps=steps,
         guidance=guidance,
+        guidance_cutoff=cutoff,
         seeds=tuple(range(seed, seed + num)),
         size_px=size,
         keep_size=args.keep_size,
