@@ -236,6 +236,17 @@ def test_script_wrapper_times_each_step_of_an_unchanged_script(tmp_path):
     assert len(result["step_s"]) == 3 and all(0.04 < t < 1.0 for t in result["step_s"])
     assert result["peak_rss_mb"] > 0 and result["process_s"] >= sum(result["step_s"])
 
+    # An even count of steps: s/step is their median as for the other sides (the mean of the middle two).
+    uneven = tmp_path / "uneven_script.py"
+    uneven.write_text(
+        "import time\nfrom tqdm.auto import tqdm\nbar = tqdm(range(5), desc='Steps')\n"
+        "for pause in (0.05, 0.05, 0.1, 0.3, 0.6):\n    time.sleep(pause)\n    bar.update(1)\n"
+    )
+    done = subprocess.run([*command, str(uneven)], cwd=REPO, capture_output=True, text=True, timeout=60)
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    middle = sorted(result["step_s"])[1:3]
+    assert len(result["step_s"]) == 4 and result["s_per_step"] == pytest.approx(sum(middle) / 2, abs=1e-3)
+
     paired = subprocess.Popen(
         [*command, "--paired", str(script)],
         cwd=REPO,
