@@ -24,8 +24,12 @@ OUT_DIR = Path("bench")
 PACKAGES = ("torch", "diffusers", "transformers", "peft", "accelerate", "datasets")
 
 
+COMMANDS: list[str] = []  # every benchmark command run, in order, for RESULTS.md
+
+
 def run_json(args: list[str]) -> dict:
     print(f"bench: python {' '.join(args)}", file=sys.stderr, flush=True)
+    COMMANDS.append(f"python {' '.join(args)}")
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     done = subprocess.run([sys.executable, *args], capture_output=True, text=True, env=env)
     if done.returncode:
@@ -235,6 +239,7 @@ def bench_recommend() -> dict:
         ):
             _run_quiet(args)
         start = time.perf_counter()
+        COMMANDS.append("python -m infer recommend RUN --dry-run  # RUN: a quick demo run, built first")
         _run_quiet(["-m", "infer", "recommend", str(run), "--dry-run"])
         wall = time.perf_counter() - start
         data = json.loads((run / "report" / "recommendation.json").read_text())
@@ -431,6 +436,8 @@ def markdown(results: dict) -> str:
         )
     if "copy" in results:
         lines += copy_lines(results["copy"])
+    if results.get("commands"):  # each figure above comes from one of these (its package's own bench)
+        lines += ["", "## The commands that gave these figures", "", "```", *results["commands"], "```"]
     lines += ["", "How each reference is built and why it is fair: bench/README.md.", ""]
     return "\n".join(lines)
 
@@ -462,6 +469,7 @@ def main(argv=None) -> int:
         if not args.only or name in args.only:
             results[name] = bench(args)
     results["wall_s"] = round(time.perf_counter() - start, 1)
+    results["commands"] = COMMANDS
     atomic_write_text(OUT_DIR / "results.json", json.dumps(results, indent=2) + "\n")
     atomic_write_text(OUT_DIR / "RESULTS.md", markdown(results))
     print(markdown(results))

@@ -48,6 +48,9 @@ def test_quick_bench_writes_parseable_results(tmp_path):
     table = (tmp_path / "bench/RESULTS.md").read_text()
     assert "train step, tiny_sd15_64px" in table and "restyle, tiny_sd15_64px" in table
     assert "restyle, tiny_sdxl_64px, --guidance-cutoff 0.4 (not exact" in table
+    commands = table.split("## The commands that gave these figures")[1]
+    assert "python -m infer.restyle.bench --repeats 1 --rounds 1" in commands
+    assert "python -m train.bench --size tiny" in commands and "python -m data.bench" in commands
 
 
 def test_flop_count_matches_a_matmul_and_mfu_uses_the_device_peak():
